@@ -1,0 +1,30 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/taskledger/taskledger/internal/postgres"
+	"github.com/taskledger/taskledger/migrations"
+)
+
+func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "up" {
+		return fmt.Errorf("usage: taskledger migrate up [flags]")
+	}
+	cfg, _, err := loadConfig("migrate up", args[1:], stderr)
+	if err != nil {
+		return err
+	}
+	pool, err := postgres.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if err := migrations.Up(pool); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "migrations applied: schema at version %d\n", migrations.Latest())
+	return nil
+}

@@ -1,0 +1,131 @@
+// Package domain holds taskledger's vocabulary: webhook events, their
+// validation, dedup keys and the completion-history policies. It performs no
+// I/O, so every rule here is testable with plain values.
+package domain
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Event types understood by the projections. Other types are accepted,
+// stored and ignored.
+const (
+	TypeCompleted = "task.completed"
+	TypeReopened  = "task.reopened"
+)
+
+// MaxIDLength bounds identifiers (task, process, user, event ids).
+const MaxIDLength = 512
+
+// Event is one validated webhook fact. Raw is the body exactly as received.
+type Event struct {
+	Source      string
+	Type        string
+	TaskID      string
+	ProcessID   string
+	CompletedBy string
+	EventID     string
+	ExternalID  string
+	// OccurredAt is completed_at for completions and reopened_at for reopens,
+	// in UTC and truncated to microseconds (the precision Postgres keeps).
+	// It is zero for other event types.
+	OccurredAt time.Time
+	Raw        []byte
+}
+
+// IsCompletion reports whether the event completes a task.
+func (e Event) IsCompletion() bool { return e.Type == TypeCompleted }
+
+// IsReopen reports whether the event reopens a task.
+func (e Event) IsReopen() bool { return e.Type == TypeReopened }
+
+// ParseEvent decodes and validates a webhook body sent by source. It returns
+// an error wrapping ErrInvalidJSON when the body is not JSON, and a
+// *ValidationError when it is JSON but not a valid event.
+func ParseEvent(source string, body []byte) (Event, error) {
+	if !json.Valid(body) {
+		return Event{}, fmt.Errorf("%w", ErrInvalidJSON)
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(body, &fields); err != nil || fields == nil {
+		return Event{}, &ValidationError{Code: CodeInvalidField, Message: "body must be a JSON object"}
+	}
+	ev := Event{Source: source, Raw: body}
+	var err error
+	if ev.Type, err = requiredString(fields, "event"); err != nil {
+		return Event{}, err
+	}
+	if ev.TaskID, err = requiredString(fields, "task_id"); err != nil {
+		return Event{}, err
+	}
+	for name, dst := range map[string]*string{
+		"process_id":   &ev.ProcessID,
+		"completed_by": &ev.CompletedBy,
+		"event_id":     &ev.EventID,
+		"external_id":  &ev.ExternalID,
+	} {
+		if *dst, err = optionalString(fields, name); err != nil {
+			return Event{}, err
+		}
+	}
+	switch ev.Type {
+	case TypeCompleted:
+		ev.OccurredAt, err = requiredTime(fields, "completed_at")
+	case TypeReopened:
+		ev.OccurredAt, err = requiredTime(fields, "reopened_at")
+	}
+	if err != nil {
+		return Event{}, err
+	}
+	return ev, nil
+}
+
+func requiredString(fields map[string]json.RawMessage, name string) (string, error) {
+	s, err := optionalString(fields, name)
+	if err != nil {
+		return "", err
+	}
+	if s == "" {
+		return "", missing(name)
+	}
+	return s, nil
+}
+
+// optionalString returns "" for an absent or null field and an error for a
+// field of another JSON type or with text Postgres cannot store.
+func optionalString(fields map[string]json.RawMessage, name string) (string, error) {
+	raw, ok := fields[name]
+	if !ok || bytes.Equal(raw, []byte("null")) {
+		return "", nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", invalid(name, "must be a string")
+	}
+	switch {
+	case len(s) > MaxIDLength:
+		return "", invalid(name, "is longer than %d bytes", MaxIDLength)
+	case strings.ContainsRune(s, 0):
+		return "", invalid(name, "must not contain NUL characters")
+	case !utf8.ValidString(s):
+		return "", invalid(name, "must be valid UTF-8")
+	}
+	return s, nil
+}
+
+func requiredTime(fields map[string]json.RawMessage, name string) (time.Time, error) {
+	s, err := requiredString(fields, name)
+	if err != nil {
+		return time.Time{}, err
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, invalid(name, "must be an RFC 3339 timestamp, e.g. 2024-01-15T10:30:00Z")
+	}
+	return t.UTC().Truncate(time.Microsecond), nil
+}

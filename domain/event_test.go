@@ -1,0 +1,92 @@
+package domain
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestParseEventAcceptsCanonicalPayload(t *testing.T) {
+	t.Parallel()
+	body := []byte(`{"event":"task.completed","task_id":"abc123","process_id":"xyz789",
+		"completed_at":"2024-01-15T12:30:00.1234567+02:00","completed_by":"user@example.com",
+		"event_id":"e1","external_id":"x1","extra":{"kept":true}}`)
+	ev, err := ParseEvent("tallyfy", body)
+	if err != nil {
+		t.Fatalf("ParseEvent: %v", err)
+	}
+	want := time.Date(2024, 1, 15, 10, 30, 0, 123456000, time.UTC)
+	if !ev.OccurredAt.Equal(want) || ev.OccurredAt.Location() != time.UTC {
+		t.Errorf("OccurredAt = %v, want %v in UTC truncated to µs", ev.OccurredAt, want)
+	}
+	if ev.TaskID != "abc123" || ev.ProcessID != "xyz789" || ev.CompletedBy != "user@example.com" ||
+		ev.EventID != "e1" || ev.ExternalID != "x1" || ev.Source != "tallyfy" || !ev.IsCompletion() {
+		t.Errorf("unexpected event %+v", ev)
+	}
+	if string(ev.Raw) != string(body) {
+		t.Error("Raw must be the body exactly as received")
+	}
+}
+
+func TestParseEventReopenAndUnknownTypes(t *testing.T) {
+	t.Parallel()
+	ev, err := ParseEvent("s", []byte(`{"event":"task.reopened","task_id":"t","reopened_at":"2024-01-15T10:30:00Z"}`))
+	if err != nil || !ev.IsReopen() || ev.OccurredAt.IsZero() {
+		t.Fatalf("reopen: %+v, %v", ev, err)
+	}
+	ev, err = ParseEvent("s", []byte(`{"event":"task.assigned","task_id":"t"}`))
+	if err != nil || ev.IsCompletion() || ev.IsReopen() || !ev.OccurredAt.IsZero() {
+		t.Fatalf("unknown type: %+v, %v", ev, err)
+	}
+}
+
+func TestParseEventRejects(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, body, code, field string
+	}{
+		{"not json", `{"event":`, "", ""},
+		{"not an object", `["task.completed"]`, CodeInvalidField, ""},
+		{"json null", `null`, CodeInvalidField, ""},
+		{"missing event", `{"task_id":"t"}`, CodeMissingField, "event"},
+		{"empty event", `{"event":"","task_id":"t"}`, CodeMissingField, "event"},
+		{"missing task_id", `{"event":"task.completed"}`, CodeMissingField, "task_id"},
+		{"null task_id", `{"event":"x","task_id":null}`, CodeMissingField, "task_id"},
+		{"numeric task_id", `{"event":"x","task_id":42}`, CodeInvalidField, "task_id"},
+		{"event not string", `{"event":true,"task_id":"t"}`, CodeInvalidField, "event"},
+		{"process_id object", `{"event":"x","task_id":"t","process_id":{}}`, CodeInvalidField, "process_id"},
+		{"NUL in task_id", `{"event":"x","task_id":"a\u0000b"}`, CodeInvalidField, "task_id"},
+		{"completion without time", `{"event":"task.completed","task_id":"t"}`, CodeMissingField, "completed_at"},
+		{"bad completion time", `{"event":"task.completed","task_id":"t","completed_at":"yesterday"}`, CodeInvalidField, "completed_at"},
+		{"time not string", `{"event":"task.completed","task_id":"t","completed_at":1705314600}`, CodeInvalidField, "completed_at"},
+		{"reopen without time", `{"event":"task.reopened","task_id":"t","completed_at":"2024-01-15T10:30:00Z"}`, CodeMissingField, "reopened_at"},
+		{"overlong id", `{"event":"x","task_id":"` + string(make([]byte, 0)) + repeat("a", MaxIDLength+1) + `"}`, CodeInvalidField, "task_id"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := ParseEvent("s", []byte(tt.body))
+			if tt.code == "" {
+				if !errors.Is(err, ErrInvalidJSON) {
+					t.Fatalf("err = %v, want ErrInvalidJSON", err)
+				}
+				return
+			}
+			var ve *ValidationError
+			if !errors.As(err, &ve) {
+				t.Fatalf("err = %v, want *ValidationError", err)
+			}
+			if ve.Code != tt.code || ve.Field != tt.field {
+				t.Errorf("got code %q field %q, want %q %q (%v)", ve.Code, ve.Field, tt.code, tt.field, err)
+			}
+		})
+	}
+}
+
+func repeat(s string, n int) string {
+	out := make([]byte, 0, n*len(s))
+	for range n {
+		out = append(out, s...)
+	}
+	return string(out)
+}

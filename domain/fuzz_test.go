@@ -1,0 +1,52 @@
+package domain
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+// FuzzParseAndKey checks that any body and key headers either parse into an
+// event with a well-formed, deterministic dedup key, or fail with one of the
+// documented errors. The seed corpus runs as part of `go test`.
+func FuzzParseAndKey(f *testing.F) {
+	f.Add([]byte(completion), "", "")
+	f.Add([]byte(`{"event":"task.reopened","task_id":"t","reopened_at":"2024-01-15T10:30:00Z"}`), "idem", "")
+	f.Add([]byte(`{"event":"task.assigned","task_id":"t"}`), "", "msg_1")
+	f.Add([]byte(`{"event":"task.completed","task_id":"t","completed_at":"0000-01-01T00:00:00Z"}`), "", "")
+	f.Add([]byte(`{"event":1}`), "", "")
+	f.Add([]byte(`[]`), "", "")
+	f.Add([]byte(`{"task_id":"\u0000"}`), "", "")
+	f.Fuzz(func(t *testing.T, body []byte, idem, webhookID string) {
+		ev, err := ParseEvent("src", body)
+		if err != nil {
+			var ve *ValidationError
+			if !errors.Is(err, ErrInvalidJSON) && !errors.As(err, &ve) {
+				t.Fatalf("undocumented error %T: %v", err, err)
+			}
+			return
+		}
+		if ev.Type == "" || ev.TaskID == "" {
+			t.Fatalf("parsed event lacks type or task: %+v", ev)
+		}
+		if (ev.IsCompletion() || ev.IsReopen()) == ev.OccurredAt.IsZero() {
+			t.Fatalf("OccurredAt %v inconsistent with type %q", ev.OccurredAt, ev.Type)
+		}
+		h := KeyHeaders{IdempotencyKey: idem, WebhookID: webhookID}
+		key, err := DeriveDedupKey(ev, h)
+		if err != nil {
+			var ve *ValidationError
+			if !errors.As(err, &ve) || ve.Code != CodeInvalidKey {
+				t.Fatalf("key error %v", err)
+			}
+			return
+		}
+		if !strings.HasPrefix(key.Value, "src:") || len(key.Value) > len("src:")+MaxKeyLength {
+			t.Fatalf("malformed key %q", key.Value)
+		}
+		again, _ := DeriveDedupKey(ev, h)
+		if again != key {
+			t.Fatalf("key not deterministic: %v vs %v", key, again)
+		}
+	})
+}

@@ -1,0 +1,47 @@
+package domain
+
+import (
+	"fmt"
+	"time"
+)
+
+// Policy is a way to read a task's completion history.
+type Policy string
+
+// The three policies of CONTRACT section 1.
+const (
+	PolicyAll    Policy = "all"    // every distinct completion, by completed_at
+	PolicyFirst  Policy = "first"  // the earliest completion
+	PolicyLatest Policy = "latest" // the most recent completion
+)
+
+// Policies lists every policy, in display order.
+var Policies = []Policy{PolicyAll, PolicyFirst, PolicyLatest}
+
+// ParsePolicy accepts "all", "first" or "latest"; "" means all.
+func ParsePolicy(s string) (Policy, error) {
+	if s == "" {
+		return PolicyAll, nil
+	}
+	for _, p := range Policies {
+		if string(p) == s {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("unknown policy %q: want all, first or latest", s)
+}
+
+// Position orders two facts about one task: by time, then by stream
+// sequence, so that ties resolve the same way whatever the arrival order.
+type Position struct {
+	At  time.Time
+	Seq uint64
+}
+
+// Before reports whether p sorts strictly before q.
+func (p Position) Before(q Position) bool {
+	if !p.At.Equal(q.At) {
+		return p.At.Before(q.At)
+	}
+	return p.Seq < q.Seq
+}

@@ -1,0 +1,82 @@
+package eventlog
+
+import (
+	"errors"
+	"fmt"
+	"net/textproto"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/taskledger/taskledger/domain"
+)
+
+// Headers stored on every event message, besides Nats-Msg-Id.
+const (
+	HeaderSource     = "Taskledger-Source"
+	HeaderBodyDigest = "Taskledger-Body-Digest"
+	HeaderKeyOrigin  = "Taskledger-Key-Origin"
+	HeaderReceivedAt = "Taskledger-Received-At"
+	// HeaderRequestPrefix prefixes the forwarded request headers.
+	HeaderRequestPrefix = "Taskledger-Request-"
+)
+
+// Record is one webhook event ready to append.
+type Record struct {
+	Source     string
+	Key        domain.DedupKey
+	Body       []byte
+	ReceivedAt time.Time
+	// RequestHeaders are the delivery's headers worth keeping (content type,
+	// user agent, webhook ids); stored under HeaderRequestPrefix.
+	RequestHeaders map[string]string
+}
+
+func (r Record) message(subject string) *nats.Msg {
+	m := nats.NewMsg(subject)
+	m.Data = r.Body
+	m.Header.Set(nats.MsgIdHdr, r.Key.Value)
+	m.Header.Set(HeaderSource, r.Source)
+	m.Header.Set(HeaderBodyDigest, domain.BodyDigest(r.Body))
+	m.Header.Set(HeaderKeyOrigin, string(r.Key.Origin))
+	m.Header.Set(HeaderReceivedAt, r.ReceivedAt.UTC().Format(time.RFC3339Nano))
+	for name, value := range r.RequestHeaders {
+		m.Header.Set(HeaderRequestPrefix+textproto.CanonicalMIMEHeaderKey(name), value)
+	}
+	return m
+}
+
+// Stored is an event as read back from the stream.
+type Stored struct {
+	Seq      uint64
+	DedupKey string
+	Event    domain.Event
+}
+
+// ErrUndecodable wraps every reason a stream message is not a valid event.
+var ErrUndecodable = errors.New("undecodable event")
+
+// Decode turns a stream message back into an event. The source comes from
+// the Taskledger-Source header or else the subject's last token; the dedup
+// key from Nats-Msg-Id or else is derived, so events appended by other
+// tools are understood too. Errors wrap ErrUndecodable.
+func Decode(seq uint64, subject string, header nats.Header, data []byte) (Stored, error) {
+	source := header.Get(HeaderSource)
+	if source == "" {
+		source = subject[strings.LastIndexByte(subject, '.')+1:]
+	}
+	ev, err := domain.ParseEvent(source, data)
+	if err != nil {
+		return Stored{}, fmt.Errorf("%w: seq %d: %w", ErrUndecodable, seq, err)
+	}
+	key := header.Get(nats.MsgIdHdr)
+	if key == "" {
+		k, err := domain.DeriveDedupKey(ev, domain.KeyHeaders{})
+		if err != nil {
+			return Stored{}, fmt.Errorf("%w: seq %d: %w", ErrUndecodable, seq, err)
+		}
+		key = k.Value
+	}
+	return Stored{Seq: seq, DedupKey: key, Event: ev}, nil
+}

@@ -1,0 +1,54 @@
+// Package eventlog is taskledger's side of NATS JetStream: starting an
+// embedded server, connecting, declaring the event stream, appending webhook
+// events with Nats-Msg-Id deduplication, and decoding them back.
+package eventlog
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// ServerOptions configures an in-process JetStream server.
+type ServerOptions struct {
+	// StoreDir holds the file store. Required.
+	StoreDir string
+	// Port is the client port on 127.0.0.1; 0 listens on no port (clients
+	// connect in-process) and -1 picks a free port.
+	Port int
+	// SyncAlways fsyncs every message before it is acknowledged, so an
+	// acknowledged event survives power loss, not only a process crash.
+	SyncAlways bool
+	// SyncInterval is the fsync period when SyncAlways is false (0 means
+	// the server default, two minutes). Messages are written to the
+	// operating system before the acknowledgement either way.
+	SyncInterval time.Duration
+}
+
+// StartServer starts a JetStream-enabled nats-server in this process and
+// waits until it accepts connections.
+func StartServer(o ServerOptions) (*server.Server, error) {
+	opts := &server.Options{
+		ServerName:   "taskledger-embedded",
+		JetStream:    true,
+		StoreDir:     o.StoreDir,
+		SyncAlways:   o.SyncAlways,
+		SyncInterval: o.SyncInterval,
+		Host:         "127.0.0.1",
+		Port:         o.Port,
+		DontListen:   o.Port == 0,
+		NoSigs:       true,
+		NoLog:        true,
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("configure embedded NATS server: %w", err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("embedded NATS server did not start within 10s (store dir %s)", o.StoreDir)
+	}
+	return ns, nil
+}

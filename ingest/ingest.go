@@ -1,0 +1,153 @@
+// Package ingest is the webhook endpoint, POST /v1/webhooks/{source}: it
+// validates a delivery, picks its dedup key and answers only once JetStream
+// has stored the event.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/taskledger/taskledger/domain"
+	"github.com/taskledger/taskledger/eventlog"
+	"github.com/taskledger/taskledger/internal/httpjson"
+)
+
+// Appender stores events durably; eventlog.Appender is the implementation.
+type Appender interface {
+	Append(ctx context.Context, r eventlog.Record) (eventlog.Appended, error)
+	BodyDigest(ctx context.Context, seq uint64) (string, error)
+}
+
+// Options configures a Handler.
+type Options struct {
+	Sources        []string      // allowed sources; empty allows any well-formed name
+	MaxBodyBytes   int64         // larger bodies get 413
+	PublishTimeout time.Duration // wait for the stream's ack before 503
+	Now            func() time.Time
+}
+
+// Handler serves POST /v1/webhooks/{source}.
+type Handler struct {
+	appender Appender
+	opts     Options
+	log      zerolog.Logger
+}
+
+// New returns a webhook handler appending through a.
+func New(a Appender, opts Options, log zerolog.Logger) *Handler {
+	return &Handler{appender: a, opts: opts, log: log}
+}
+
+// forwardedHeaders are stored with each event for later inspection.
+var forwardedHeaders = []string{"Content-Type", "User-Agent", "Idempotency-Key", "X-Idempotency-Key",
+	"Webhook-Id", "Webhook-Timestamp", "X-Request-Id"}
+
+// Response is the body of 202 and 200 answers.
+type Response struct {
+	Status    string `json:"status"`
+	DedupKey  string `json:"dedup_key"`
+	StreamSeq uint64 `json:"stream_seq"`
+	Duplicate bool   `json:"duplicate"`
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	source := r.PathValue("source")
+	if !domain.ValidSource(source) || (len(h.opts.Sources) > 0 && !slices.Contains(h.opts.Sources, source)) {
+		httpjson.Error(w, http.StatusNotFound, domain.CodeUnknownSource, fmt.Sprintf("unknown source %q", source))
+		return
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		httpjson.Error(w, http.StatusUnsupportedMediaType, domain.CodeUnsupportedMedia, "Content-Type must be application/json")
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			httpjson.Error(w, http.StatusRequestEntityTooLarge, domain.CodeBodyTooLarge,
+				fmt.Sprintf("body is larger than %d bytes", h.opts.MaxBodyBytes))
+			return
+		}
+		httpjson.Error(w, http.StatusBadRequest, domain.CodeInvalidJSON, "could not read body: "+err.Error())
+		return
+	}
+	ev, err := domain.ParseEvent(source, body)
+	if err != nil {
+		h.refuse(w, err)
+		return
+	}
+	idem := r.Header.Get("Idempotency-Key")
+	if idem == "" {
+		idem = r.Header.Get("X-Idempotency-Key")
+	}
+	key, err := domain.DeriveDedupKey(ev, domain.KeyHeaders{IdempotencyKey: idem, WebhookID: r.Header.Get("Webhook-Id")})
+	if err != nil {
+		h.refuse(w, err)
+		return
+	}
+	httpjson.AddLogField(r.Context(), "dedup_key", key.Value)
+
+	ctx, cancel := context.WithTimeout(r.Context(), h.opts.PublishTimeout)
+	defer cancel()
+	stored, err := h.appender.Append(ctx, eventlog.Record{
+		Source: source, Key: key, Body: body, ReceivedAt: h.opts.Now(), RequestHeaders: pick(r.Header),
+	})
+	if err != nil {
+		h.unavailable(w, err)
+		return
+	}
+	if !stored.Duplicate {
+		httpjson.Write(w, http.StatusAccepted, Response{Status: "accepted", DedupKey: key.Value, StreamSeq: stored.Seq})
+		return
+	}
+	if key.Explicit() {
+		digest, err := h.appender.BodyDigest(ctx, stored.Seq)
+		if err != nil {
+			h.unavailable(w, err)
+			return
+		}
+		if digest != domain.BodyDigest(body) {
+			httpjson.Error(w, http.StatusUnprocessableEntity, domain.CodeKeyReused, fmt.Sprintf(
+				"%s %q was already used for a different body (stream sequence %d)", key.Origin, key.Value, stored.Seq))
+			return
+		}
+	}
+	httpjson.Write(w, http.StatusOK, Response{Status: "duplicate", DedupKey: key.Value, StreamSeq: stored.Seq, Duplicate: true})
+}
+
+func (h *Handler) refuse(w http.ResponseWriter, err error) {
+	var ve *domain.ValidationError
+	if errors.As(err, &ve) {
+		httpjson.Error(w, http.StatusUnprocessableEntity, ve.Code, ve.Error())
+		return
+	}
+	httpjson.Error(w, http.StatusBadRequest, domain.CodeInvalidJSON, err.Error())
+}
+
+// unavailable answers 503: the sender should retry, and a retry is safe
+// because it carries the same dedup key.
+func (h *Handler) unavailable(w http.ResponseWriter, err error) {
+	h.log.Warn().Err(err).Msg("event stream did not acknowledge; answering 503")
+	w.Header().Set("Retry-After", strconv.Itoa(1))
+	httpjson.Error(w, http.StatusServiceUnavailable, "stream_unavailable",
+		"the event could not be stored now; retry later with the same request")
+}
+
+func pick(h http.Header) map[string]string {
+	out := make(map[string]string)
+	for _, name := range forwardedHeaders {
+		if v := h.Get(name); v != "" {
+			out[name] = v
+		}
+	}
+	return out
+}

@@ -1,0 +1,169 @@
+// Package service assembles taskledger from its configuration: the event
+// stream, the database, and the HTTP API. The serve command and the
+// integration tests build it the same way.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/taskledger/taskledger/eventlog"
+	"github.com/taskledger/taskledger/ingest"
+	"github.com/taskledger/taskledger/internal/config"
+	"github.com/taskledger/taskledger/internal/httpjson"
+	"github.com/taskledger/taskledger/internal/postgres"
+	"github.com/taskledger/taskledger/migrations"
+)
+
+// Service is a running taskledger: connections plus the HTTP handler.
+type Service struct {
+	cfg      config.Config
+	log      zerolog.Logger
+	embedded *server.Server // nil when connected to an external server
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	stream   jetstream.Stream
+	pool     *pgxpool.Pool
+	handler  http.Handler
+}
+
+// Open connects to (or starts) NATS, declares the stream, opens the
+// database, applies migrations and builds the HTTP handler. Every failure
+// says what to do about it.
+func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (_ *Service, err error) {
+	s := &Service{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if cfg.NATSURL == "" {
+		if err := s.startEmbedded(); err != nil {
+			return nil, err
+		}
+	}
+	if s.nc, err = eventlog.Connect(cfg.NATSURL, s.embedded, log); err != nil {
+		return nil, err
+	}
+	if s.js, err = jetstream.New(s.nc); err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	if s.stream, err = eventlog.EnsureStream(ctx, s.js, s.streamConfig()); err != nil {
+		return nil, err
+	}
+	if s.pool, err = postgres.Open(ctx, cfg.DatabaseURL); err != nil {
+		return nil, err
+	}
+	if err := migrations.Up(s.pool); err != nil {
+		return nil, err
+	}
+	s.handler = s.routes()
+	return s, nil
+}
+
+func (s *Service) startEmbedded() error {
+	always, interval, err := s.cfg.SyncPolicy()
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(s.cfg.DataDir, "nats")
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("create data dir %s: %w (set TASKLEDGER_DATA_DIR to a writable directory)", dir, err)
+	}
+	s.embedded, err = eventlog.StartServer(eventlog.ServerOptions{StoreDir: dir, SyncAlways: always, SyncInterval: interval})
+	if err != nil {
+		return err
+	}
+	s.log.Info().Str("store_dir", dir).Str("sync", s.cfg.NATSSync).Msg("embedded NATS JetStream started")
+	return nil
+}
+
+func (s *Service) streamConfig() eventlog.StreamConfig {
+	return eventlog.StreamConfig{
+		Name:            s.cfg.Stream,
+		SubjectPrefix:   s.cfg.SubjectPrefix,
+		DuplicateWindow: s.cfg.DuplicateWindow,
+		MaxAge:          s.cfg.StreamMaxAge,
+		Replicas:        s.cfg.StreamReplicas,
+	}
+}
+
+// Handler is the whole HTTP API, with request logging.
+func (s *Service) Handler() http.Handler { return s.handler }
+
+func (s *Service) routes() http.Handler {
+	mux := http.NewServeMux()
+	appender := eventlog.NewAppender(s.nc, s.js, s.stream, s.streamConfig())
+	mux.Handle("POST /v1/webhooks/{source}", ingest.New(appender, ingest.Options{
+		Sources:        s.cfg.Sources,
+		MaxBodyBytes:   s.cfg.MaxBodyBytes,
+		PublishTimeout: s.cfg.PublishTimeout,
+		Now:            time.Now,
+	}, s.log))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", s.ready)
+	return httpjson.LogRequests(s.log, mux)
+}
+
+// ready answers 200 when NATS and the stream answer, Postgres answers and
+// every embedded migration is applied; 503 naming each problem otherwise.
+func (s *Service) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	checks := map[string]string{"nats": "ok", "postgres": "ok", "migrations": "ok"}
+	if _, err := s.stream.Info(ctx); err != nil {
+		checks["nats"] = err.Error()
+	}
+	var version int64
+	var dirty bool
+	if err := s.pool.QueryRow(ctx, "SELECT version, dirty FROM schema_migrations").Scan(&version, &dirty); err != nil {
+		checks["postgres"] = err.Error()
+		checks["migrations"] = "unknown"
+	} else if dirty || uint(version) != migrations.Latest() {
+		checks["migrations"] = fmt.Sprintf("at version %d (dirty=%v), want %d", version, dirty, migrations.Latest())
+	}
+	status := http.StatusOK
+	for _, v := range checks {
+		if v != "ok" {
+			status = http.StatusServiceUnavailable
+		}
+	}
+	httpjson.Write(w, status, checks)
+}
+
+// Pool is the database pool.
+func (s *Service) Pool() *pgxpool.Pool { return s.pool }
+
+// Close drains the NATS connection (flushing in-flight publishes), closes
+// the pool, and stops the embedded server. Call it after the HTTP server
+// has shut down.
+func (s *Service) Close() {
+	if s.nc != nil {
+		if err := s.nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			s.log.Warn().Err(err).Msg("drain NATS connection")
+		}
+		for !s.nc.IsClosed() {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if s.pool != nil {
+		s.pool.Close()
+	}
+	if s.embedded != nil {
+		s.embedded.Shutdown()
+		s.embedded.WaitForShutdown()
+	}
+}
