@@ -127,5 +127,8 @@ func requiredTime(fields map[string]json.RawMessage, name string) (time.Time, er
 	if err != nil {
 		return time.Time{}, invalid(name, "must be an RFC 3339 timestamp, e.g. 2024-01-15T10:30:00Z")
 	}
-	return t.UTC().Truncate(time.Microsecond), nil
+	if t = t.UTC(); t.Year() < 1 {
+		return time.Time{}, invalid(name, "is before year 1")
+	}
+	return t.Truncate(time.Microsecond), nil
 }

@@ -59,6 +59,7 @@ func TestParseEventRejects(t *testing.T) {
 		{"completion without time", `{"event":"task.completed","task_id":"t"}`, CodeMissingField, "completed_at"},
 		{"bad completion time", `{"event":"task.completed","task_id":"t","completed_at":"yesterday"}`, CodeInvalidField, "completed_at"},
 		{"time not string", `{"event":"task.completed","task_id":"t","completed_at":1705314600}`, CodeInvalidField, "completed_at"},
+		{"year zero", `{"event":"task.completed","task_id":"t","completed_at":"0001-01-01T00:30:00+01:00"}`, CodeInvalidField, "completed_at"},
 		{"reopen without time", `{"event":"task.reopened","task_id":"t","completed_at":"2024-01-15T10:30:00Z"}`, CodeMissingField, "reopened_at"},
 		{"overlong id", `{"event":"x","task_id":"` + string(make([]byte, 0)) + repeat("a", MaxIDLength+1) + `"}`, CodeInvalidField, "task_id"},
 	}

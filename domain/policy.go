@@ -1,9 +1,6 @@
 package domain
 
-import (
-	"fmt"
-	"time"
-)
+import "fmt"
 
 // Policy is a way to read a task's completion history.
 type Policy string
@@ -29,19 +26,4 @@ func ParsePolicy(s string) (Policy, error) {
 		}
 	}
 	return "", fmt.Errorf("unknown policy %q: want all, first or latest", s)
-}
-
-// Position orders two facts about one task: by time, then by stream
-// sequence, so that ties resolve the same way whatever the arrival order.
-type Position struct {
-	At  time.Time
-	Seq uint64
-}
-
-// Before reports whether p sorts strictly before q.
-func (p Position) Before(q Position) bool {
-	if !p.At.Equal(q.At) {
-		return p.At.Before(q.At)
-	}
-	return p.Seq < q.Seq
 }

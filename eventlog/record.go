@@ -47,13 +47,6 @@ func (r Record) message(subject string) *nats.Msg {
 	return m
 }
 
-// Stored is an event as read back from the stream.
-type Stored struct {
-	Seq      uint64
-	DedupKey string
-	Event    domain.Event
-}
-
 // ErrUndecodable wraps every reason a stream message is not a valid event.
 var ErrUndecodable = errors.New("undecodable event")
 
@@ -61,22 +54,22 @@ var ErrUndecodable = errors.New("undecodable event")
 // the Taskledger-Source header or else the subject's last token; the dedup
 // key from Nats-Msg-Id or else is derived, so events appended by other
 // tools are understood too. Errors wrap ErrUndecodable.
-func Decode(seq uint64, subject string, header nats.Header, data []byte) (Stored, error) {
+func Decode(seq uint64, subject string, header nats.Header, data []byte) (domain.Recorded, error) {
 	source := header.Get(HeaderSource)
 	if source == "" {
 		source = subject[strings.LastIndexByte(subject, '.')+1:]
 	}
 	ev, err := domain.ParseEvent(source, data)
 	if err != nil {
-		return Stored{}, fmt.Errorf("%w: seq %d: %w", ErrUndecodable, seq, err)
+		return domain.Recorded{}, fmt.Errorf("%w: seq %d: %w", ErrUndecodable, seq, err)
 	}
 	key := header.Get(nats.MsgIdHdr)
 	if key == "" {
 		k, err := domain.DeriveDedupKey(ev, domain.KeyHeaders{})
 		if err != nil {
-			return Stored{}, fmt.Errorf("%w: seq %d: %w", ErrUndecodable, seq, err)
+			return domain.Recorded{}, fmt.Errorf("%w: seq %d: %w", ErrUndecodable, seq, err)
 		}
 		key = k.Value
 	}
-	return Stored{Seq: seq, DedupKey: key, Event: ev}, nil
+	return domain.Recorded{Seq: seq, DedupKey: key, Event: ev}, nil
 }

@@ -24,6 +24,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer svc.Close()
+	svc.Start()
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {

@@ -64,6 +64,12 @@ type Config struct {
 	// PublishTimeout bounds the wait for JetStream's acknowledgement
 	// (TASKLEDGER_PUBLISH_TIMEOUT, 5s); past it the webhook gets 503.
 	PublishTimeout time.Duration
+	// BatchSize is how many events a projection applies per transaction
+	// (TASKLEDGER_BATCH_SIZE, default 500).
+	BatchSize int
+	// DedupRetention is how long the durable dedup tier remembers a key
+	// (TASKLEDGER_DEDUP_RETENTION, default 168h = 7 days).
+	DedupRetention time.Duration
 	// ShutdownTimeout bounds the graceful drain on SIGTERM
 	// (TASKLEDGER_SHUTDOWN_TIMEOUT, 30s).
 	ShutdownTimeout time.Duration
@@ -84,6 +90,8 @@ func Default() Config {
 		MaxBodyBytes:    1 << 20,
 		PublishTimeout:  5 * time.Second,
 		ShutdownTimeout: 30 * time.Second,
+		BatchSize:       500,
+		DedupRetention:  7 * 24 * time.Hour,
 	}
 }
 
@@ -122,11 +130,14 @@ func (c *Config) Bind(fs *flag.FlagSet) (envErrors func() error) {
 	dur(&c.StreamMaxAge, "stream-max-age", "TASKLEDGER_STREAM_MAX_AGE", "drop events older than this; 0 keeps all")
 	dur(&c.PublishTimeout, "publish-timeout", "TASKLEDGER_PUBLISH_TIMEOUT", "wait for JetStream's ack before answering 503")
 	dur(&c.ShutdownTimeout, "shutdown-timeout", "TASKLEDGER_SHUTDOWN_TIMEOUT", "graceful shutdown limit")
+	dur(&c.DedupRetention, "dedup-retention", "TASKLEDGER_DEDUP_RETENTION", "how long the durable dedup tier keeps keys")
 
 	sources := strings.Join(c.Sources, ",")
 	str(&sources, "sources", "TASKLEDGER_SOURCES", "comma-separated allowed webhook sources; empty allows any")
 	maxBody := strconv.FormatInt(c.MaxBodyBytes, 10)
 	str(&maxBody, "max-body-bytes", "TASKLEDGER_MAX_BODY_BYTES", "largest accepted webhook body")
+	batch := strconv.Itoa(c.BatchSize)
+	str(&batch, "batch-size", "TASKLEDGER_BATCH_SIZE", "events per projection transaction")
 	replicas := strconv.Itoa(c.StreamReplicas)
 	str(&replicas, "stream-replicas", "TASKLEDGER_STREAM_REPLICAS", "stream replicas on a NATS cluster (1, 3 or 5)")
 	return func() error {
@@ -141,6 +152,9 @@ func (c *Config) Bind(fs *flag.FlagSet) (envErrors func() error) {
 			errs = append(errs, fmt.Errorf("max-body-bytes: %q is not a whole number of bytes", maxBody))
 		}
 		c.MaxBodyBytes = n
+		if c.BatchSize, err = strconv.Atoi(batch); err != nil {
+			errs = append(errs, fmt.Errorf("batch-size: %q is not a whole number", batch))
+		}
 		if c.StreamReplicas, err = strconv.Atoi(replicas); err != nil {
 			errs = append(errs, fmt.Errorf("stream-replicas: %q is not a whole number", replicas))
 		}
@@ -193,6 +207,12 @@ func (c Config) Validate() error {
 	}
 	if c.PublishTimeout <= 0 {
 		bad("publish-timeout %v: must be positive", c.PublishTimeout)
+	}
+	if c.BatchSize < 1 || c.BatchSize > 10_000 {
+		bad("batch-size %d: want 1 to 10000", c.BatchSize)
+	}
+	if c.DedupRetention < c.DuplicateWindow {
+		bad("dedup-retention %v: want at least the duplicate window (%v)", c.DedupRetention, c.DuplicateWindow)
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("shutdown-timeout %v: must be positive", c.ShutdownTimeout)

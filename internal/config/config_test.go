@@ -37,6 +37,8 @@ func TestValidateNamesEachBadSetting(t *testing.T) {
 		{"source", func(c *Config) { c.Sources = []string{"Bad.Source"} }, "sources"},
 		{"body limit", func(c *Config) { c.MaxBodyBytes = 0 }, "max-body-bytes"},
 		{"publish timeout", func(c *Config) { c.PublishTimeout = 0 }, "publish-timeout"},
+		{"batch size", func(c *Config) { c.BatchSize = 0 }, "batch-size"},
+		{"dedup retention", func(c *Config) { c.DedupRetention = time.Second }, "dedup-retention"},
 		{"shutdown timeout", func(c *Config) { c.ShutdownTimeout = -time.Second }, "shutdown-timeout"},
 	}
 	for _, tt := range tests {

@@ -1,4 +1,4 @@
-package postgres
+package postgres_test
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/taskledger/taskledger/internal/postgres"
 	"github.com/taskledger/taskledger/internal/testenv"
 )
 
@@ -17,7 +18,7 @@ func TestOpenCreatesAMissingDatabase(t *testing.T) {
 	}
 	u.Path += "_created" // a sibling that does not exist yet
 	ctx := context.Background()
-	pool, err := Open(ctx, u.String())
+	pool, err := postgres.Open(ctx, u.String())
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -27,7 +28,7 @@ func TestOpenCreatesAMissingDatabase(t *testing.T) {
 	if err != nil || name != strings.TrimPrefix(u.Path, "/") {
 		t.Fatalf("connected to %q (%v), want %s", name, err, u.Path)
 	}
-	admin, err := Open(ctx, testenv.NewDatabase(t))
+	admin, err := postgres.Open(ctx, testenv.NewDatabase(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +40,7 @@ func TestOpenCreatesAMissingDatabase(t *testing.T) {
 
 func TestOpenExplainsAnUnreachableServer(t *testing.T) {
 	t.Parallel()
-	_, err := Open(context.Background(), "postgres://postgres@127.0.0.1:1/taskledger?sslmode=disable&connect_timeout=2")
+	_, err := postgres.Open(context.Background(), "postgres://postgres@127.0.0.1:1/taskledger?sslmode=disable&connect_timeout=2")
 	if err == nil || !strings.Contains(err.Error(), "cannot reach Postgres at 127.0.0.1:1") ||
 		!strings.Contains(err.Error(), "TASKLEDGER_DATABASE_URL") {
 		t.Fatalf("err = %v, want an explanation naming the address and the variable", err)

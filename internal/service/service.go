@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -18,12 +19,15 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/taskledger/taskledger/api"
+	"github.com/taskledger/taskledger/consumers"
 	"github.com/taskledger/taskledger/eventlog"
 	"github.com/taskledger/taskledger/ingest"
 	"github.com/taskledger/taskledger/internal/config"
 	"github.com/taskledger/taskledger/internal/httpjson"
 	"github.com/taskledger/taskledger/internal/postgres"
 	"github.com/taskledger/taskledger/migrations"
+	"github.com/taskledger/taskledger/projections"
 )
 
 // Service is a running taskledger: connections plus the HTTP handler.
@@ -36,6 +40,10 @@ type Service struct {
 	stream   jetstream.Stream
 	pool     *pgxpool.Pool
 	handler  http.Handler
+
+	consumers     []*consumers.Consumer
+	stopConsumers context.CancelFunc
+	consumersDone sync.WaitGroup
 }
 
 // Open connects to (or starts) NATS, declares the stream, opens the
@@ -68,9 +76,31 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (_ *Servic
 	if err := migrations.Up(s.pool); err != nil {
 		return nil, err
 	}
+	for _, p := range projections.All {
+		s.consumers = append(s.consumers, consumers.New(p, s.pool, s.js, consumers.Options{
+			Stream:         cfg.Stream,
+			FilterSubject:  cfg.SubjectPrefix + ".>",
+			BatchSize:      cfg.BatchSize,
+			FetchWait:      time.Second,
+			StandbyPoll:    time.Second,
+			DedupRetention: cfg.DedupRetention,
+		}, log))
+	}
 	s.handler = s.routes()
 	return s, nil
 }
+
+// Start runs the projection consumers in the background until Close.
+func (s *Service) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopConsumers = cancel
+	for _, c := range s.consumers {
+		s.consumersDone.Go(func() { c.Run(ctx) })
+	}
+}
+
+// Consumers are the projection consumers, one per projection.
+func (s *Service) Consumers() []*consumers.Consumer { return s.consumers }
 
 func (s *Service) startEmbedded() error {
 	always, interval, err := s.cfg.SyncPolicy()
@@ -115,6 +145,7 @@ func (s *Service) routes() http.Handler {
 		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.ready)
+	api.New(s.pool, s.streamLastSeq, s.cfg.AdminToken, s.log).Register(mux)
 	return httpjson.LogRequests(s.log, mux)
 }
 
@@ -144,13 +175,25 @@ func (s *Service) ready(w http.ResponseWriter, r *http.Request) {
 	httpjson.Write(w, status, checks)
 }
 
+func (s *Service) streamLastSeq(ctx context.Context) (uint64, error) {
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.LastSeq, nil
+}
+
 // Pool is the database pool.
 func (s *Service) Pool() *pgxpool.Pool { return s.pool }
 
-// Close drains the NATS connection (flushing in-flight publishes), closes
-// the pool, and stops the embedded server. Call it after the HTTP server
-// has shut down.
+// Close lets the consumers finish their current batch, drains the NATS
+// connection (flushing in-flight publishes), closes the pool, and stops the
+// embedded server. Call it after the HTTP server has shut down.
 func (s *Service) Close() {
+	if s.stopConsumers != nil {
+		s.stopConsumers()
+		s.consumersDone.Wait()
+	}
 	if s.nc != nil {
 		if err := s.nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 			s.log.Warn().Err(err).Msg("drain NATS connection")

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/testcontainers/testcontainers-go"
@@ -26,6 +27,8 @@ import (
 	tcpostgres "github.com/testcontainers/testcontainers-go/modules/postgres"
 
 	"github.com/taskledger/taskledger/internal/config"
+	"github.com/taskledger/taskledger/internal/postgres"
+	"github.com/taskledger/taskledger/migrations"
 )
 
 // Env is one test's private database and stream.
@@ -215,4 +218,34 @@ func ConnectURL(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
 		t.Fatal(err)
 	}
 	return nc, js
+}
+
+// NewMigratedPool returns a pool on a fresh, migrated database for t.
+func NewMigratedPool(t testing.TB) *pgxpool.Pool {
+	t.Helper()
+	pool, err := postgres.Open(context.Background(), NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if err := migrations.Up(pool); err != nil {
+		t.Fatal(err)
+	}
+	return pool
+}
+
+// Rows runs query and returns every row's values, for comparing tables.
+func Rows(t testing.TB, db interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}, query string, args ...any) [][]any {
+	t.Helper()
+	rows, err := db.Query(context.Background(), query, args...)
+	if err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) ([]any, error) { return r.Values() })
+	if err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return out
 }

@@ -1,0 +1,207 @@
+// Package api serves the query and operations endpoints: completion
+// histories, projection status, dead letters.
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+
+	"github.com/taskledger/taskledger/consumers"
+	"github.com/taskledger/taskledger/domain"
+	"github.com/taskledger/taskledger/internal/httpjson"
+	"github.com/taskledger/taskledger/projections"
+)
+
+// StreamPosition reports the stream's last sequence, to compute lag.
+type StreamPosition func(ctx context.Context) (uint64, error)
+
+// API serves the endpoints of CONTRACT sections 4 and 5.
+type API struct {
+	pool       *pgxpool.Pool
+	streamLast StreamPosition
+	adminToken string
+	log        zerolog.Logger
+}
+
+// New returns the API over pool. With adminToken empty, admin endpoints are
+// refused.
+func New(pool *pgxpool.Pool, streamLast StreamPosition, adminToken string, log zerolog.Logger) *API {
+	return &API{pool: pool, streamLast: streamLast, adminToken: adminToken, log: log}
+}
+
+// Register adds the API's routes to mux.
+func (a *API) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/tasks/{task_id}/completions", a.taskCompletions)
+	mux.HandleFunc("GET /v1/processes/{process_id}/completions", a.processCompletions)
+	mux.HandleFunc("GET /v1/projections", a.projectionStatus)
+	mux.HandleFunc("GET /v1/dead-letters", a.deadLetters)
+	mux.HandleFunc("POST /v1/dead-letters/{id}/retry", a.admin(a.retryDeadLetter))
+}
+
+func (a *API) taskCompletions(w http.ResponseWriter, r *http.Request) {
+	policy, ok := policyParam(w, r)
+	if !ok {
+		return
+	}
+	h, err := projections.ForPolicy(policy).History(r.Context(), a.pool, r.PathValue("task_id"))
+	if errors.Is(err, projections.ErrNoCompletions) {
+		httpjson.Error(w, http.StatusNotFound, "task_not_found", "the task has no completion")
+		return
+	}
+	if err != nil {
+		a.internal(w, err)
+		return
+	}
+	httpjson.Write(w, http.StatusOK, ViewHistory(h))
+}
+
+// ProcessView is a page of a process's task histories.
+type ProcessView struct {
+	ProcessID  string        `json:"process_id"`
+	Policy     domain.Policy `json:"policy"`
+	Tasks      []HistoryView `json:"tasks"`
+	NextCursor string        `json:"next_cursor,omitempty"`
+}
+
+const defaultLimit, maxLimit = 50, 500
+
+func (a *API) processCompletions(w http.ResponseWriter, r *http.Request) {
+	policy, ok := policyParam(w, r)
+	if !ok {
+		return
+	}
+	limit := defaultLimit
+	if s := r.URL.Query().Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > maxLimit {
+			badParam(w, "limit must be a whole number from 1 to 500")
+			return
+		}
+		limit = n
+	}
+	after, err := base64.RawURLEncoding.DecodeString(r.URL.Query().Get("cursor"))
+	if err != nil {
+		badParam(w, "cursor is not one this API returned")
+		return
+	}
+	processID := r.PathValue("process_id")
+	hs, more, err := projections.ForPolicy(policy).ProcessHistories(r.Context(), a.pool, processID, string(after), limit)
+	if err != nil {
+		a.internal(w, err)
+		return
+	}
+	v := ProcessView{ProcessID: processID, Policy: policy, Tasks: []HistoryView{}}
+	for _, h := range hs {
+		v.Tasks = append(v.Tasks, ViewHistory(h))
+	}
+	if more {
+		v.NextCursor = base64.RawURLEncoding.EncodeToString([]byte(hs[len(hs)-1].TaskID))
+	}
+	httpjson.Write(w, http.StatusOK, v)
+}
+
+// ProjectionView is a projection's position against the stream.
+type ProjectionView struct {
+	Name          string        `json:"name"`
+	Policy        domain.Policy `json:"policy"`
+	Checkpoint    uint64        `json:"checkpoint"`
+	StreamLastSeq uint64        `json:"stream_last_seq"`
+	Lag           uint64        `json:"lag"`
+	State         string        `json:"state"`
+}
+
+func (a *API) projectionStatus(w http.ResponseWriter, r *http.Request) {
+	last, err := a.streamLast(r.Context())
+	if err != nil {
+		httpjson.Error(w, http.StatusServiceUnavailable, "stream_unavailable", "cannot read the stream's position: "+err.Error())
+		return
+	}
+	views := []ProjectionView{}
+	for _, p := range projections.All {
+		cp, err := projections.Checkpoint(r.Context(), a.pool, p.Name)
+		if err != nil {
+			a.internal(w, err)
+			return
+		}
+		views = append(views, ProjectionView{Name: p.Name, Policy: p.Policy, Checkpoint: cp,
+			StreamLastSeq: last, Lag: last - min(cp, last), State: "live"})
+	}
+	httpjson.Write(w, http.StatusOK, map[string]any{"projections": views})
+}
+
+func (a *API) deadLetters(w http.ResponseWriter, r *http.Request) {
+	includeResolved := r.URL.Query().Get("include_resolved") == "true"
+	letters, err := projections.DeadLetters(r.Context(), a.pool, includeResolved, 1000)
+	if err != nil {
+		a.internal(w, err)
+		return
+	}
+	views := []DeadLetterView{}
+	for _, d := range letters {
+		views = append(views, ViewDeadLetter(d))
+	}
+	httpjson.Write(w, http.StatusOK, map[string]any{"dead_letters": views})
+}
+
+func (a *API) retryDeadLetter(w http.ResponseWriter, r *http.Request) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil {
+		badParam(w, "dead letter id must be a number")
+		return
+	}
+	resolved, reason, err := consumers.RetryDeadLetter(r.Context(), a.pool, id)
+	switch {
+	case errors.Is(err, projections.ErrNoDeadLetter):
+		httpjson.Error(w, http.StatusNotFound, "dead_letter_not_found", err.Error())
+	case err != nil:
+		a.internal(w, err)
+	case !resolved:
+		httpjson.Error(w, http.StatusUnprocessableEntity, "still_failing", reason)
+	default:
+		httpjson.Write(w, http.StatusOK, map[string]any{"id": id, "resolved": true})
+	}
+}
+
+// admin guards next with the bearer token; without a configured token the
+// endpoint is refused outright.
+func (a *API) admin(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if a.adminToken == "" {
+			httpjson.Error(w, http.StatusForbidden, "admin_disabled", "admin endpoints are off: set TASKLEDGER_ADMIN_TOKEN")
+			return
+		}
+		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(token), []byte(a.adminToken)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="taskledger"`)
+			httpjson.Error(w, http.StatusUnauthorized, "unauthorized", "a valid Authorization: Bearer token is required")
+			return
+		}
+		next(w, r)
+	}
+}
+
+func policyParam(w http.ResponseWriter, r *http.Request) (domain.Policy, bool) {
+	p, err := domain.ParsePolicy(r.URL.Query().Get("policy"))
+	if err != nil {
+		badParam(w, err.Error())
+		return "", false
+	}
+	return p, true
+}
+
+func badParam(w http.ResponseWriter, message string) {
+	httpjson.Error(w, http.StatusBadRequest, "invalid_parameter", message)
+}
+
+func (a *API) internal(w http.ResponseWriter, err error) {
+	a.log.Error().Err(err).Msg("query failed")
+	httpjson.Error(w, http.StatusInternalServerError, "internal", "the query failed; see the server log")
+}

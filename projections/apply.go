@@ -1,0 +1,235 @@
+package projections
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/taskledger/taskledger/domain"
+)
+
+// Message is a stream message as received, kept for dead letters.
+type Message struct {
+	Seq     uint64
+	Subject string
+	Header  map[string][]string
+	Body    []byte
+}
+
+// Entry is one message handed to a projection: the event decoded from it,
+// or DecodeErr saying why there is none.
+type Entry struct {
+	Message   Message
+	Record    domain.Recorded
+	DecodeErr error
+}
+
+// IsPermanent reports whether err is the data's fault rather than the
+// database's: a data exception or a constraint violation. Applying the same
+// data again would fail again, so such events become dead letters;
+// everything else (connections, serialization failures, shutdowns) is
+// retried.
+func IsPermanent(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (strings.HasPrefix(pgErr.Code, "22") || strings.HasPrefix(pgErr.Code, "23"))
+}
+
+// ApplyEntries applies entries to the projection stored in schema, inside
+// tx. Entries that cannot be applied (undecodable, or rejected by the
+// database as bad data) are recorded as dead letters in the same
+// transaction; it returns how many. A returned error is never the data's
+// fault: the caller should roll back and retry.
+func (p Projection) ApplyEntries(ctx context.Context, tx pgx.Tx, schema string, entries []Entry) (deadLetters int, err error) {
+	var records []domain.Recorded
+	var dead []deadLetter
+	for _, e := range entries {
+		if e.DecodeErr != nil {
+			dead = append(dead, deadLetter{e.Message, e.DecodeErr.Error()})
+			continue
+		}
+		records = append(records, e.Record)
+	}
+	err = inSavepoint(ctx, tx, func(sp pgx.Tx) error { return p.Apply(ctx, sp, schema, records) })
+	if IsPermanent(err) {
+		// Find the culprits: apply one entry at a time.
+		err = nil
+		for _, e := range entries {
+			if e.DecodeErr != nil {
+				continue
+			}
+			err := inSavepoint(ctx, tx, func(sp pgx.Tx) error { return p.Apply(ctx, sp, schema, []domain.Recorded{e.Record}) })
+			if IsPermanent(err) {
+				dead = append(dead, deadLetter{e.Message, err.Error()})
+			} else if err != nil {
+				return 0, err
+			}
+		}
+	}
+	if err != nil {
+		return 0, err
+	}
+	slices.SortFunc(dead, func(a, b deadLetter) int { return cmp.Compare(a.msg.Seq, b.msg.Seq) })
+	for _, d := range dead {
+		if err := p.recordDeadLetter(ctx, tx, d); err != nil {
+			return 0, err
+		}
+	}
+	return len(dead), nil
+}
+
+func inSavepoint(ctx context.Context, tx pgx.Tx, fn func(pgx.Tx) error) error {
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	if err := fn(sp); err != nil {
+		_ = sp.Rollback(ctx)
+		return err
+	}
+	return sp.Commit(ctx)
+}
+
+// Apply applies records to the projection stored in schema: one statement
+// for the dedup tier, one for the completions, one for the task states,
+// whatever the number of records. Records whose dedup key the projection has
+// already seen, under another stream sequence, change nothing.
+func (p Projection) Apply(ctx context.Context, tx DB, schema string, records []domain.Recorded) error {
+	fresh, err := markSeen(ctx, tx, schema, records)
+	if err != nil || len(fresh) == 0 {
+		return err
+	}
+	var completions []domain.Completion
+	for _, r := range fresh {
+		if c, ok := domain.CompletionOf(r); ok {
+			completions = append(completions, c)
+		}
+	}
+	if err := p.upsertCompletions(ctx, tx, schema, domain.Keep(p.Policy, completions)); err != nil {
+		return err
+	}
+	return upsertStates(ctx, tx, schema, domain.FoldStates(fresh))
+}
+
+// markSeen inserts the records' dedup keys and returns the records whose
+// key was new. Within records, the first of a repeated key wins.
+func markSeen(ctx context.Context, tx DB, schema string, records []domain.Recorded) ([]domain.Recorded, error) {
+	if len(records) == 0 {
+		return nil, nil
+	}
+	keys := make([]string, 0, len(records))
+	seqs := make([]int64, 0, len(records))
+	inBatch := make(map[string]bool, len(records))
+	for _, r := range records {
+		if !inBatch[r.DedupKey] {
+			inBatch[r.DedupKey] = true
+			keys = append(keys, r.DedupKey)
+			seqs = append(seqs, int64(r.Seq))
+		}
+	}
+	rows, err := tx.Query(ctx, "INSERT INTO "+table(schema, "seen_keys")+` (dedup_key, stream_seq)
+		SELECT * FROM unnest($1::text[], $2::bigint[])
+		ON CONFLICT (dedup_key) DO NOTHING RETURNING stream_seq`, keys, seqs)
+	if err != nil {
+		return nil, fmt.Errorf("record dedup keys: %w", err)
+	}
+	newSeqs := make(map[uint64]bool, len(keys))
+	for rows.Next() {
+		var seq int64
+		if err := rows.Scan(&seq); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		newSeqs[uint64(seq)] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("record dedup keys: %w", err)
+	}
+	fresh := make([]domain.Recorded, 0, len(newSeqs))
+	for _, r := range records {
+		if newSeqs[r.Seq] {
+			fresh = append(fresh, r)
+		}
+	}
+	return fresh, nil
+}
+
+// upsertCompletions writes what the policy keeps, replacing a stored row
+// only when the incoming one wins by the policy's rule (see domain.Keep).
+func (p Projection) upsertCompletions(ctx context.Context, tx DB, schema string, cs []domain.Completion) error {
+	if len(cs) == 0 {
+		return nil
+	}
+	conflict, wins := "task_id", "(excluded.completed_at, excluded.stream_seq) < (c.completed_at, c.stream_seq)"
+	switch p.Policy {
+	case domain.PolicyAll:
+		conflict, wins = "task_id, completed_at", "excluded.stream_seq < c.stream_seq"
+	case domain.PolicyLatest:
+		wins = "(excluded.completed_at, excluded.stream_seq) > (c.completed_at, c.stream_seq)"
+	}
+	n := len(cs)
+	taskIDs, times, seqs := make([]string, n), make([]time.Time, n), make([]int64, n)
+	processIDs, users, sources, keys := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	for i, c := range cs {
+		taskIDs[i], times[i], seqs[i] = c.TaskID, c.CompletedAt, int64(c.Seq)
+		processIDs[i], users[i], sources[i], keys[i] = c.ProcessID, c.CompletedBy, c.Source, c.DedupKey
+	}
+	_, err := tx.Exec(ctx, "INSERT INTO "+table(schema, "completions")+` AS c
+		(task_id, completed_at, stream_seq, process_id, completed_by, source, dedup_key)
+		SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])
+		ON CONFLICT (`+conflict+`) DO UPDATE SET
+			completed_at = excluded.completed_at, stream_seq = excluded.stream_seq,
+			process_id = excluded.process_id, completed_by = excluded.completed_by,
+			source = excluded.source, dedup_key = excluded.dedup_key
+		WHERE `+wins, taskIDs, times, seqs, processIDs, users, sources, keys)
+	if err != nil {
+		return fmt.Errorf("upsert %s completions: %w", p.Policy, err)
+	}
+	return nil
+}
+
+// upsertStates keeps, per task, the latest completion and the latest reopen.
+func upsertStates(ctx context.Context, tx DB, schema string, states []domain.TaskState) error {
+	if len(states) == 0 {
+		return nil
+	}
+	n := len(states)
+	taskIDs := make([]string, n)
+	completedAt, reopenedAt := make([]pgtype.Timestamptz, n), make([]pgtype.Timestamptz, n)
+	completedSeq, reopenedSeq := make([]pgtype.Int8, n), make([]pgtype.Int8, n)
+	for i, s := range states {
+		taskIDs[i] = s.TaskID
+		if !s.LastCompleted.IsZero() {
+			completedAt[i] = pgtype.Timestamptz{Time: s.LastCompleted.At, Valid: true}
+			completedSeq[i] = pgtype.Int8{Int64: int64(s.LastCompleted.Seq), Valid: true}
+		}
+		if !s.LastReopened.IsZero() {
+			reopenedAt[i] = pgtype.Timestamptz{Time: s.LastReopened.At, Valid: true}
+			reopenedSeq[i] = pgtype.Int8{Int64: int64(s.LastReopened.Seq), Valid: true}
+		}
+	}
+	const newerCompletion = `excluded.last_completed_seq IS NOT NULL AND (s.last_completed_seq IS NULL OR
+		(excluded.last_completed_at, excluded.last_completed_seq) > (s.last_completed_at, s.last_completed_seq))`
+	const newerReopen = `excluded.last_reopened_seq IS NOT NULL AND (s.last_reopened_seq IS NULL OR
+		(excluded.last_reopened_at, excluded.last_reopened_seq) > (s.last_reopened_at, s.last_reopened_seq))`
+	_, err := tx.Exec(ctx, "INSERT INTO "+table(schema, "task_state")+` AS s
+		(task_id, last_completed_at, last_completed_seq, last_reopened_at, last_reopened_seq)
+		SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bigint[], $4::timestamptz[], $5::bigint[])
+		ON CONFLICT (task_id) DO UPDATE SET
+			last_completed_at  = CASE WHEN `+newerCompletion+` THEN excluded.last_completed_at ELSE s.last_completed_at END,
+			last_completed_seq = CASE WHEN `+newerCompletion+` THEN excluded.last_completed_seq ELSE s.last_completed_seq END,
+			last_reopened_at   = CASE WHEN `+newerReopen+` THEN excluded.last_reopened_at ELSE s.last_reopened_at END,
+			last_reopened_seq  = CASE WHEN `+newerReopen+` THEN excluded.last_reopened_seq ELSE s.last_reopened_seq END`,
+		taskIDs, completedAt, completedSeq, reopenedAt, reopenedSeq)
+	if err != nil {
+		return fmt.Errorf("upsert task states: %w", err)
+	}
+	return nil
+}
