@@ -62,6 +62,10 @@ func New(proj projections.Projection, pool *pgxpool.Pool, js jetstream.JetStream
 		log: log.With().Str("projection", proj.Name).Logger()}
 }
 
+// SessionName is the application_name of a projection's consumer session,
+// to find it in pg_stat_activity.
+func SessionName(projection string) string { return "taskledger-consumer-" + projection }
+
 // Active reports whether this consumer holds the lock and is applying.
 func (c *Consumer) Active() bool { return c.active.Load() }
 
@@ -87,7 +91,9 @@ func (c *Consumer) Run(ctx context.Context) {
 // on that same session until an error: if the session dies, so does the
 // lock, and so does the work done under it.
 func (c *Consumer) runActive(ctx context.Context, out *outage) error {
-	conn, err := pgx.ConnectConfig(ctx, c.pool.Config().ConnConfig)
+	cfg := c.pool.Config().ConnConfig.Copy()
+	cfg.RuntimeParams["application_name"] = SessionName(c.proj.Name)
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("connect to Postgres: %w", err)
 	}
