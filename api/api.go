@@ -7,9 +7,12 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
+	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
@@ -23,18 +26,23 @@ import (
 // StreamPosition reports the stream's last sequence, to compute lag.
 type StreamPosition func(ctx context.Context) (uint64, error)
 
+// RebuildStarter starts a rebuild of proj in the background once its lock
+// is taken, returning consumers.ErrRebuildRunning if one is already running.
+type RebuildStarter func(ctx context.Context, proj projections.Projection) error
+
 // API serves the endpoints of CONTRACT sections 4 and 5.
 type API struct {
-	pool       *pgxpool.Pool
-	streamLast StreamPosition
-	adminToken string
-	log        zerolog.Logger
+	pool         *pgxpool.Pool
+	streamLast   StreamPosition
+	startRebuild RebuildStarter
+	adminToken   string
+	log          zerolog.Logger
 }
 
 // New returns the API over pool. With adminToken empty, admin endpoints are
 // refused.
-func New(pool *pgxpool.Pool, streamLast StreamPosition, adminToken string, log zerolog.Logger) *API {
-	return &API{pool: pool, streamLast: streamLast, adminToken: adminToken, log: log}
+func New(pool *pgxpool.Pool, streamLast StreamPosition, startRebuild RebuildStarter, adminToken string, log zerolog.Logger) *API {
+	return &API{pool: pool, streamLast: streamLast, startRebuild: startRebuild, adminToken: adminToken, log: log}
 }
 
 // Register adds the API's routes to mux.
@@ -42,6 +50,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/tasks/{task_id}/completions", a.taskCompletions)
 	mux.HandleFunc("GET /v1/processes/{process_id}/completions", a.processCompletions)
 	mux.HandleFunc("GET /v1/projections", a.projectionStatus)
+	mux.HandleFunc("POST /v1/projections/{name}/rebuild", a.admin(a.rebuild))
 	mux.HandleFunc("GET /v1/dead-letters", a.deadLetters)
 	mux.HandleFunc("POST /v1/dead-letters/{id}/retry", a.admin(a.retryDeadLetter))
 }
@@ -115,13 +124,29 @@ type ProjectionView struct {
 	Checkpoint    uint64        `json:"checkpoint"`
 	StreamLastSeq uint64        `json:"stream_last_seq"`
 	Lag           uint64        `json:"lag"`
-	State         string        `json:"state"`
+	State         string        `json:"state"` // live or rebuilding
+	Rebuild       *RebuildView  `json:"rebuild,omitempty"`
+}
+
+// RebuildView is a running rebuild's progress: applied of target stream
+// sequences into the shadow tables.
+type RebuildView struct {
+	AppliedSeq uint64    `json:"applied_seq"`
+	TargetSeq  uint64    `json:"target_seq"`
+	Percent    float64   `json:"percent"`
+	StartedAt  time.Time `json:"started_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
 }
 
 func (a *API) projectionStatus(w http.ResponseWriter, r *http.Request) {
 	last, err := a.streamLast(r.Context())
 	if err != nil {
 		httpjson.Error(w, http.StatusServiceUnavailable, "stream_unavailable", "cannot read the stream's position: "+err.Error())
+		return
+	}
+	rebuilds, err := projections.RunningRebuilds(r.Context(), a.pool, consumers.LockClassRebuild)
+	if err != nil {
+		a.internal(w, err)
 		return
 	}
 	views := []ProjectionView{}
@@ -131,10 +156,36 @@ func (a *API) projectionStatus(w http.ResponseWriter, r *http.Request) {
 			a.internal(w, err)
 			return
 		}
-		views = append(views, ProjectionView{Name: p.Name, Policy: p.Policy, Checkpoint: cp,
-			StreamLastSeq: last, Lag: last - min(cp, last), State: "live"})
+		v := ProjectionView{Name: p.Name, Policy: p.Policy, Checkpoint: cp,
+			StreamLastSeq: last, Lag: last - min(cp, last), State: "live"}
+		if rb, ok := rebuilds[p.Name]; ok {
+			v.State = "rebuilding"
+			v.Rebuild = &RebuildView{AppliedSeq: rb.AppliedSeq, TargetSeq: rb.TargetSeq,
+				StartedAt: rb.StartedAt, UpdatedAt: rb.UpdatedAt, Percent: 100}
+			if rb.TargetSeq > 0 {
+				v.Rebuild.Percent = math.Round(1000*float64(rb.AppliedSeq)/float64(rb.TargetSeq)) / 10
+			}
+		}
+		views = append(views, v)
 	}
 	httpjson.Write(w, http.StatusOK, map[string]any{"projections": views})
+}
+
+func (a *API) rebuild(w http.ResponseWriter, r *http.Request) {
+	proj, ok := projections.ByName(r.PathValue("name"))
+	if !ok {
+		httpjson.Error(w, http.StatusNotFound, "projection_not_found", fmt.Sprintf("no projection %q", r.PathValue("name")))
+		return
+	}
+	err := a.startRebuild(r.Context(), proj)
+	switch {
+	case errors.Is(err, consumers.ErrRebuildRunning):
+		httpjson.Error(w, http.StatusConflict, "rebuild_running", err.Error())
+	case err != nil:
+		a.internal(w, err)
+	default:
+		httpjson.Write(w, http.StatusAccepted, map[string]string{"projection": proj.Name, "state": "rebuilding"})
+	}
 }
 
 func (a *API) deadLetters(w http.ResponseWriter, r *http.Request) {

@@ -14,8 +14,8 @@ import (
 type ServerOptions struct {
 	// StoreDir holds the file store. Required.
 	StoreDir string
-	// Port is the client port on 127.0.0.1; 0 listens on no port (clients
-	// connect in-process) and -1 picks a free port.
+	// Port is the client port on 127.0.0.1 (loopback only); 0 listens on no
+	// port (clients connect in-process) and -1 picks a free port.
 	Port int
 	// SyncAlways fsyncs every message before it is acknowledged, so an
 	// acknowledged event survives power loss, not only a process crash.

@@ -20,8 +20,13 @@ import (
 const usage = `taskledger — durable, deduplicated task-completion histories
 
 Usage:
-  taskledger serve [flags]        ingest + projections + query API (default)
-  taskledger migrate up [flags]   apply the embedded Postgres migrations
+  taskledger serve [flags]                       ingest + projections + query API (default)
+  taskledger migrate up [flags]                  apply the embedded Postgres migrations
+  taskledger history TASK_ID [--policy P] [--json]
+                                                 print a task's completion history
+  taskledger replay --projection NAME            rebuild a projection from the stream
+  taskledger dead-letters list [--all] [--json]  list events the projections set aside
+  taskledger dead-letters retry ID               apply a dead letter again
 
 Run 'taskledger COMMAND -h' for a command's flags; each flag also reads the
 environment variable named in its help.
@@ -48,6 +53,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return serve(ctx, args[1:], stderr)
 	case "migrate":
 		return migrate(ctx, args[1:], stdout, stderr)
+	case "history":
+		return history(ctx, args[1:], stdout, stderr)
+	case "replay":
+		return replay(ctx, args[1:], stderr)
+	case "dead-letters":
+		return deadLetters(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -58,28 +69,54 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 // loadConfig parses flags over environment over defaults and validates.
-func loadConfig(name string, args []string, stderr io.Writer) (config.Config, *flag.FlagSet, error) {
+func loadConfig(name string, args []string, stderr io.Writer) (config.Config, error) {
+	cfg, _, err := loadConfigWithArgs(name, args, stderr, nil)
+	return cfg, err
+}
+
+// loadConfigWithArgs is loadConfig for commands with flags of their own
+// (added by extra) and positional arguments, which may come before or
+// between the flags; it returns the positional ones.
+func loadConfigWithArgs(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (config.Config, []string, error) {
 	cfg := config.Default()
 	fs := flag.NewFlagSet("taskledger "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	envErrors := cfg.Bind(fs)
-	if err := fs.Parse(args); err != nil {
-		return cfg, fs, err
+	if extra != nil {
+		extra(fs)
+	}
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return cfg, nil, err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional, args = append(positional, fs.Arg(0)), fs.Args()[1:]
 	}
 	if err := errors.Join(envErrors(), cfg.Validate()); err != nil {
-		return cfg, fs, fmt.Errorf("invalid configuration:\n%w", err)
+		return cfg, nil, fmt.Errorf("invalid configuration:\n%w", err)
 	}
-	return cfg, fs, nil
+	return cfg, positional, nil
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 // newLogger logs JSON, or human-readable lines when stderr is a terminal.
 func newLogger(level string, stderr io.Writer) zerolog.Logger {
 	lvl, _ := zerolog.ParseLevel(level)
 	var out io.Writer = stderr
-	if f, ok := stderr.(*os.File); ok {
-		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
-			out = zerolog.ConsoleWriter{Out: stderr, TimeFormat: "15:04:05.000"}
-		}
+	if isTerminal(stderr) {
+		out = zerolog.ConsoleWriter{Out: stderr, TimeFormat: "15:04:05.000"}
 	}
 	return zerolog.New(out).Level(lvl).With().Timestamp().Logger()
 }

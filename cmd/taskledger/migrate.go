@@ -13,7 +13,7 @@ func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if len(args) == 0 || args[0] != "up" {
 		return fmt.Errorf("usage: taskledger migrate up [flags]")
 	}
-	cfg, _, err := loadConfig("migrate up", args[1:], stderr)
+	cfg, err := loadConfig("migrate up", args[1:], stderr)
 	if err != nil {
 		return err
 	}

@@ -14,7 +14,7 @@ import (
 // serve runs until ctx ends (SIGINT/SIGTERM), then stops accepting
 // requests, waits for in-flight publishes and closes everything.
 func serve(ctx context.Context, args []string, stderr io.Writer) error {
-	cfg, _, err := loadConfig("serve", args, stderr)
+	cfg, err := loadConfig("serve", args, stderr)
 	if err != nil {
 		return err
 	}

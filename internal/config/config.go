@@ -31,6 +31,11 @@ type Config struct {
 	NATSURL string
 	// DataDir is the embedded server's storage (TASKLEDGER_DATA_DIR, "./data").
 	DataDir string
+	// EmbeddedNATSAddr is where the embedded server also listens, on
+	// loopback, so that `taskledger replay` and NATS tools can reach a running
+	// service (TASKLEDGER_EMBEDDED_NATS_ADDR, default "127.0.0.1:4223"; empty
+	// listens nowhere).
+	EmbeddedNATSAddr string
 	// NATSSync is the embedded server's fsync policy (TASKLEDGER_NATS_SYNC):
 	// "always" fsyncs every message before it is acknowledged; a duration
 	// such as "2m" fsyncs that often. Default "always".
@@ -78,20 +83,21 @@ type Config struct {
 // Default returns the documented defaults.
 func Default() Config {
 	return Config{
-		HTTPAddr:        ":8080",
-		DatabaseURL:     "postgres://postgres@127.0.0.1:5432/taskledger?sslmode=disable",
-		DataDir:         "./data",
-		NATSSync:        "always",
-		LogLevel:        "info",
-		Stream:          "TASK_EVENTS",
-		SubjectPrefix:   "taskledger.events",
-		DuplicateWindow: 2 * time.Minute,
-		StreamReplicas:  1,
-		MaxBodyBytes:    1 << 20,
-		PublishTimeout:  5 * time.Second,
-		ShutdownTimeout: 30 * time.Second,
-		BatchSize:       500,
-		DedupRetention:  7 * 24 * time.Hour,
+		HTTPAddr:         ":8080",
+		DatabaseURL:      "postgres://postgres@127.0.0.1:5432/taskledger?sslmode=disable",
+		DataDir:          "./data",
+		EmbeddedNATSAddr: "127.0.0.1:4223",
+		NATSSync:         "always",
+		LogLevel:         "info",
+		Stream:           "TASK_EVENTS",
+		SubjectPrefix:    "taskledger.events",
+		DuplicateWindow:  2 * time.Minute,
+		StreamReplicas:   1,
+		MaxBodyBytes:     1 << 20,
+		PublishTimeout:   5 * time.Second,
+		ShutdownTimeout:  30 * time.Second,
+		BatchSize:        500,
+		DedupRetention:   7 * 24 * time.Hour,
 	}
 }
 
@@ -121,6 +127,7 @@ func (c *Config) Bind(fs *flag.FlagSet) (envErrors func() error) {
 	str(&c.DatabaseURL, "database-url", "TASKLEDGER_DATABASE_URL", "Postgres URL")
 	str(&c.NATSURL, "nats-url", "TASKLEDGER_NATS_URL", "NATS URL; empty starts an embedded JetStream server")
 	str(&c.DataDir, "data-dir", "TASKLEDGER_DATA_DIR", "embedded NATS storage directory")
+	str(&c.EmbeddedNATSAddr, "embedded-nats-addr", "TASKLEDGER_EMBEDDED_NATS_ADDR", "loopback address the embedded NATS server listens on; empty for none")
 	str(&c.NATSSync, "nats-sync", "TASKLEDGER_NATS_SYNC", `embedded NATS fsync policy: "always" or an interval such as 2m`)
 	str(&c.AdminToken, "admin-token", "TASKLEDGER_ADMIN_TOKEN", "bearer token for admin endpoints; empty refuses them")
 	str(&c.LogLevel, "log-level", "TASKLEDGER_LOG_LEVEL", "log level: trace, debug, info, warn, error")
@@ -174,6 +181,11 @@ func (c Config) Validate() error {
 	}
 	if c.NATSURL == "" && c.DataDir == "" {
 		bad("data-dir is required when nats-url is empty (the embedded server stores there)")
+	}
+	if c.EmbeddedNATSAddr != "" {
+		if _, err := c.EmbeddedNATSPort(); err != nil {
+			bad("%v", err)
+		}
 	}
 	if _, _, err := c.SyncPolicy(); err != nil {
 		bad("%v", err)
@@ -230,4 +242,18 @@ func (c Config) SyncPolicy() (always bool, interval time.Duration, err error) {
 		return false, 0, fmt.Errorf(`nats-sync %q: want "always" or a positive interval such as 2m`, c.NATSSync)
 	}
 	return false, d, nil
+}
+
+// EmbeddedNATSPort is the port of EmbeddedNATSAddr, which must be on
+// loopback; 0 when the embedded server listens nowhere.
+func (c Config) EmbeddedNATSPort() (int, error) {
+	if c.EmbeddedNATSAddr == "" {
+		return 0, nil
+	}
+	host, port, err := net.SplitHostPort(c.EmbeddedNATSAddr)
+	n, perr := strconv.Atoi(port)
+	if ip := net.ParseIP(host); err != nil || perr != nil || n < 1 || n > 65535 || ip == nil || !ip.IsLoopback() {
+		return 0, fmt.Errorf("embedded-nats-addr %q: want a loopback host:port such as 127.0.0.1:4223", c.EmbeddedNATSAddr)
+	}
+	return n, nil
 }

@@ -25,6 +25,8 @@ func TestValidateNamesEachBadSetting(t *testing.T) {
 		{"listen address", func(c *Config) { c.HTTPAddr = "8080" }, "http-addr"},
 		{"database scheme", func(c *Config) { c.DatabaseURL = "mysql://x" }, "database-url"},
 		{"embedded without dir", func(c *Config) { c.DataDir = "" }, "data-dir"},
+		{"embedded addr not loopback", func(c *Config) { c.EmbeddedNATSAddr = "0.0.0.0:4223" }, "embedded-nats-addr"},
+		{"embedded addr no port", func(c *Config) { c.EmbeddedNATSAddr = "127.0.0.1" }, "embedded-nats-addr"},
 		{"sync policy", func(c *Config) { c.NATSSync = "sometimes" }, "nats-sync"},
 		{"negative sync", func(c *Config) { c.NATSSync = "-1s" }, "nats-sync"},
 		{"log level", func(c *Config) { c.LogLevel = "loud" }, "log-level"},

@@ -7,10 +7,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -35,15 +37,18 @@ type Service struct {
 	cfg      config.Config
 	log      zerolog.Logger
 	embedded *server.Server // nil when connected to an external server
+	dataLock *os.File       // flock held on the embedded server's data dir
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	stream   jetstream.Stream
 	pool     *pgxpool.Pool
 	handler  http.Handler
 
-	consumers     []*consumers.Consumer
-	stopConsumers context.CancelFunc
-	consumersDone sync.WaitGroup
+	consumers  []*consumers.Consumer
+	rebuilder  *consumers.Rebuilder
+	background context.Context // ends at Close
+	stop       context.CancelFunc
+	running    sync.WaitGroup // consumers and rebuilds
 }
 
 // Open connects to (or starts) NATS, declares the stream, opens the
@@ -51,6 +56,7 @@ type Service struct {
 // says what to do about it.
 func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (_ *Service, err error) {
 	s := &Service{cfg: cfg, log: log}
+	s.background, s.stop = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -86,16 +92,55 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (_ *Servic
 			DedupRetention: cfg.DedupRetention,
 		}, log))
 	}
+	s.rebuilder = consumers.NewRebuilder(s.pool, s.js, consumers.RebuildOptions{
+		Stream:        cfg.Stream,
+		FilterSubject: cfg.SubjectPrefix + ".>",
+		BatchSize:     max(cfg.BatchSize, 5000),
+		FetchWait:     time.Second,
+	}, log)
 	s.handler = s.routes()
 	return s, nil
 }
 
 // Start runs the projection consumers in the background until Close.
 func (s *Service) Start() {
-	ctx, cancel := context.WithCancel(context.Background())
-	s.stopConsumers = cancel
 	for _, c := range s.consumers {
-		s.consumersDone.Go(func() { c.Run(ctx) })
+		s.running.Go(func() { c.Run(s.background) })
+	}
+}
+
+// Rebuilder rebuilds projections from the stream.
+func (s *Service) Rebuilder() *consumers.Rebuilder { return s.rebuilder }
+
+// startRebuild takes proj's rebuild lock now and runs the rebuild in the
+// background, logging progress, until it ends or the service closes.
+func (s *Service) startRebuild(ctx context.Context, proj projections.Projection) error {
+	rb, err := s.rebuilder.Start(ctx, proj)
+	if err != nil {
+		return err
+	}
+	log := s.log.With().Str("projection", proj.Name).Logger()
+	log.Info().Msg("rebuild started")
+	s.running.Go(func() {
+		if err := rb.Run(s.background, ProgressLogger(log, 5*time.Second)); err != nil {
+			log.Error().Err(err).Msg("rebuild failed; the live tables are untouched")
+		}
+	})
+	return nil
+}
+
+// ProgressLogger returns a progress report that logs at most once per
+// interval, and always the final report.
+func ProgressLogger(log zerolog.Logger, interval time.Duration) func(consumers.Progress) {
+	var last time.Time
+	return func(p consumers.Progress) {
+		if !p.Done && time.Since(last) < interval {
+			return
+		}
+		last = time.Now()
+		rate := float64(p.Applied) / max(time.Since(p.Started).Seconds(), 1e-3)
+		log.Info().Uint64("applied_seq", p.Applied).Uint64("target_seq", p.Target).
+			Float64("events_per_second", math.Round(rate)).Bool("done", p.Done).Msg("rebuild progress")
 	}
 }
 
@@ -107,15 +152,24 @@ func (s *Service) startEmbedded() error {
 	if err != nil {
 		return err
 	}
+	port, err := s.cfg.EmbeddedNATSPort()
+	if err != nil {
+		return err
+	}
 	dir := filepath.Join(s.cfg.DataDir, "nats")
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return fmt.Errorf("create data dir %s: %w (set TASKLEDGER_DATA_DIR to a writable directory)", dir, err)
 	}
-	s.embedded, err = eventlog.StartServer(eventlog.ServerOptions{StoreDir: dir, SyncAlways: always, SyncInterval: interval})
+	// nats-server does not guard its store against a second process.
+	if s.dataLock, err = lockDir(s.cfg.DataDir); err != nil {
+		return err
+	}
+	s.embedded, err = eventlog.StartServer(eventlog.ServerOptions{StoreDir: dir, Port: port, SyncAlways: always, SyncInterval: interval})
 	if err != nil {
 		return err
 	}
-	s.log.Info().Str("store_dir", dir).Str("sync", s.cfg.NATSSync).Msg("embedded NATS JetStream started")
+	s.log.Info().Str("store_dir", dir).Str("sync", s.cfg.NATSSync).Str("listen", s.cfg.EmbeddedNATSAddr).
+		Msg("embedded NATS JetStream started")
 	return nil
 }
 
@@ -145,7 +199,7 @@ func (s *Service) routes() http.Handler {
 		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.ready)
-	api.New(s.pool, s.streamLastSeq, s.cfg.AdminToken, s.log).Register(mux)
+	api.New(s.pool, s.streamLastSeq, s.startRebuild, s.cfg.AdminToken, s.log).Register(mux)
 	return httpjson.LogRequests(s.log, mux)
 }
 
@@ -186,14 +240,13 @@ func (s *Service) streamLastSeq(ctx context.Context) (uint64, error) {
 // Pool is the database pool.
 func (s *Service) Pool() *pgxpool.Pool { return s.pool }
 
-// Close lets the consumers finish their current batch, drains the NATS
+// Close lets the consumers finish their current batch, stops rebuilds
+// (leaving the live tables as they were), drains the NATS
 // connection (flushing in-flight publishes), closes the pool, and stops the
 // embedded server. Call it after the HTTP server has shut down.
 func (s *Service) Close() {
-	if s.stopConsumers != nil {
-		s.stopConsumers()
-		s.consumersDone.Wait()
-	}
+	s.stop()
+	s.running.Wait()
 	if s.nc != nil {
 		if err := s.nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 			s.log.Warn().Err(err).Msg("drain NATS connection")
@@ -209,4 +262,23 @@ func (s *Service) Close() {
 		s.embedded.Shutdown()
 		s.embedded.WaitForShutdown()
 	}
+	if s.dataLock != nil {
+		s.dataLock.Close() // releases the flock
+	}
+}
+
+// lockDir takes an exclusive lock on dir/taskledger.lock, held until the
+// returned file is closed.
+func lockDir(dir string) (*os.File, error) {
+	path := filepath.Join(dir, "taskledger.lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("lock data dir: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("data dir %s is in use by another taskledger process: stop it, or reach its "+
+			"embedded server with TASKLEDGER_NATS_URL=nats://127.0.0.1:4223 (%w)", dir, err)
+	}
+	return f, nil
 }

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/taskledger/taskledger/consumers"
+	"github.com/taskledger/taskledger/internal/service"
+	"github.com/taskledger/taskledger/projections"
+)
+
+// replay rebuilds one projection from the stream, blue/green, while any
+// running service keeps serving the live tables.
+func replay(ctx context.Context, args []string, stderr io.Writer) error {
+	var name string
+	cfg, positional, err := loadConfigWithArgs("replay", args, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&name, "projection", "", "projection to rebuild: "+projectionNames())
+	})
+	if err != nil {
+		return err
+	}
+	proj, ok := projections.ByName(name)
+	if !ok || len(positional) > 0 {
+		return fmt.Errorf("usage: taskledger replay --projection NAME (one of %s)", projectionNames())
+	}
+	log := newLogger(cfg.LogLevel, stderr)
+	if cfg.NATSURL == "" && cfg.EmbeddedNATSAddr != "" && answers(cfg.EmbeddedNATSAddr) {
+		// A running `taskledger serve` owns the embedded server: use it.
+		cfg.NATSURL = "nats://" + cfg.EmbeddedNATSAddr
+	}
+	svc, err := service.Open(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer svc.Close()
+	rb, err := svc.Rebuilder().Start(ctx, proj)
+	if err != nil {
+		return err
+	}
+	report := service.ProgressLogger(log, 5*time.Second)
+	if isTerminal(stderr) {
+		report = func(p consumers.Progress) { fmt.Fprint(stderr, renderProgress(p, time.Now())) }
+	}
+	if err := rb.Run(ctx, report); err != nil {
+		if errors.Is(err, context.Canceled) {
+			return errors.New("replay interrupted; the live tables are untouched and the next replay starts clean")
+		}
+		return err
+	}
+	return nil
+}
+
+func projectionNames() string {
+	names := make([]string, len(projections.All))
+	for i, p := range projections.All {
+		names[i] = p.Name
+	}
+	return strings.Join(names, ", ")
+}
+
+func answers(addr string) bool {
+	conn, err := net.DialTimeout("tcp", addr, 500*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
+}
+
+// renderProgress draws a one-line progress bar, rewritten in place: applied
+// of target stream sequences, rate and time left.
+func renderProgress(p consumers.Progress, now time.Time) string {
+	const width = 30
+	frac := 1.0
+	if p.Target > 0 {
+		frac = min(float64(p.Applied)/float64(p.Target), 1)
+	}
+	rate := float64(p.Applied) / max(now.Sub(p.Started).Seconds(), 1e-3)
+	eta := "-"
+	if rate > 0 && p.Target > p.Applied {
+		eta = time.Duration(float64(p.Target-p.Applied) / rate * float64(time.Second)).Round(time.Second).String()
+	}
+	filled := int(frac * width)
+	line := fmt.Sprintf("\r%s [%s%s] %5.1f%% %d/%d  %.0f events/s  ETA %s ", p.Projection,
+		strings.Repeat("=", filled), strings.Repeat(" ", width-filled), 100*frac, p.Applied, p.Target, rate, eta)
+	if p.Done {
+		line += "\n" + p.Projection + ": rebuilt and swapped in\n"
+	}
+	return line
+}

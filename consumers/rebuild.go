@@ -1,0 +1,224 @@
+package consumers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/taskledger/taskledger/projections"
+)
+
+// ErrRebuildRunning is returned when the projection is already being rebuilt.
+var ErrRebuildRunning = errors.New("a rebuild of this projection is already running")
+
+// RebuildOptions configures a Rebuilder.
+type RebuildOptions struct {
+	Stream        string
+	FilterSubject string
+	BatchSize     int           // events per shadow transaction; larger than live batches
+	FetchWait     time.Duration // a fetch returning nothing for this long means caught up
+}
+
+// Rebuilder replays the stream from sequence 1 into a projection's shadow
+// schema while the live one keeps serving and the live consumer keeps it
+// current, then swaps the shadow in.
+type Rebuilder struct {
+	pool *pgxpool.Pool
+	js   jetstream.JetStream
+	opts RebuildOptions
+	log  zerolog.Logger
+}
+
+// NewRebuilder returns a Rebuilder reading the stream through js.
+func NewRebuilder(pool *pgxpool.Pool, js jetstream.JetStream, opts RebuildOptions, log zerolog.Logger) *Rebuilder {
+	return &Rebuilder{pool: pool, js: js, opts: opts, log: log}
+}
+
+// Progress is how far a rebuild has got: Applied of Target stream sequences.
+type Progress struct {
+	Projection string
+	Applied    uint64
+	Target     uint64
+	Started    time.Time
+	Done       bool
+}
+
+// Rebuild is a started rebuild. It holds the projection's rebuild lock on
+// its own session until Run returns.
+type Rebuild struct {
+	rb      *Rebuilder
+	proj    projections.Projection
+	conn    *pgx.Conn
+	stream  jetstream.Stream
+	started time.Time
+	applied uint64 // last stream sequence applied to the shadow
+}
+
+// Start takes the projection's rebuild lock and prepares an empty shadow
+// schema, dropping whatever an interrupted rebuild left. It returns
+// ErrRebuildRunning when another rebuild of the projection holds the lock.
+func (rb *Rebuilder) Start(ctx context.Context, proj projections.Projection) (_ *Rebuild, err error) {
+	stream, err := rb.js.Stream(ctx, rb.opts.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("open stream %s: %w", rb.opts.Stream, err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read stream %s: %w", rb.opts.Stream, err)
+	}
+	cfg := rb.pool.Config().ConnConfig.Copy()
+	cfg.RuntimeParams["application_name"] = "taskledger-rebuild-" + proj.Name
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to Postgres: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			conn.Close(context.WithoutCancel(ctx))
+		}
+	}()
+	var locked bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1, hashtext($2))", LockClassRebuild, proj.Name).Scan(&locked); err != nil {
+		return nil, fmt.Errorf("take rebuild lock: %w", err)
+	}
+	if !locked {
+		return nil, fmt.Errorf("%w: %s", ErrRebuildRunning, proj.Name)
+	}
+	if err := proj.PrepareShadow(ctx, conn, info.State.LastSeq); err != nil {
+		return nil, err
+	}
+	return &Rebuild{rb: rb, proj: proj, conn: conn, stream: stream, started: time.Now()}, nil
+}
+
+// Run replays the stream into the shadow schema, reporting progress after
+// every batch, and swaps it in once caught up. It releases the lock when it
+// returns. If it fails or ctx ends first, the live tables are untouched and
+// the next rebuild starts clean.
+func (b *Rebuild) Run(ctx context.Context, report func(Progress)) error {
+	defer b.conn.Close(context.WithoutCancel(ctx))
+	opts := b.rb.opts
+	cons, err := b.rb.js.OrderedConsumer(ctx, opts.Stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{opts.FilterSubject},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("replay stream %s: %w", opts.Stream, err)
+	}
+	shadow := b.proj.ShadowSchema()
+	for {
+		msgs, err := fetchOrdered(ctx, cons, opts.BatchSize, opts.FetchWait)
+		if err != nil {
+			return err
+		}
+		target, err := b.targetSeq(ctx)
+		if err != nil {
+			return err
+		}
+		if len(msgs) > 0 {
+			err := pgx.BeginFunc(ctx, b.conn, func(tx pgx.Tx) error {
+				if err := b.applyShadow(ctx, tx, msgs); err != nil {
+					return err
+				}
+				return b.proj.RecordProgress(ctx, tx, b.applied, max(target, b.applied))
+			})
+			if err != nil {
+				return fmt.Errorf("rebuild %s into %s: %w", b.proj.Name, shadow, err)
+			}
+			report(Progress{Projection: b.proj.Name, Applied: b.applied, Target: max(target, b.applied), Started: b.started})
+		}
+		// Caught up: the server had nothing more, or less than a batch and
+		// everything up to the stream's end when we looked.
+		if len(msgs) == 0 || (len(msgs) < opts.BatchSize && b.applied >= target) {
+			if err := b.swap(ctx, cons); err != nil {
+				return err
+			}
+			report(Progress{Projection: b.proj.Name, Applied: b.applied, Target: max(target, b.applied), Started: b.started, Done: true})
+			return nil
+		}
+	}
+}
+
+// swap catches the shadow up to the live checkpoint and swaps it in, all in
+// one transaction that holds the live checkpoint lock, so the live consumer
+// pauses for its duration and no event is applied twice or missed.
+func (b *Rebuild) swap(ctx context.Context, cons jetstream.Consumer) error {
+	err := pgx.BeginFunc(ctx, b.conn, func(tx pgx.Tx) error {
+		live, err := b.proj.LockLive(ctx, tx)
+		if err != nil {
+			return err
+		}
+		for b.applied < live {
+			msgs, err := fetchOrdered(ctx, cons, b.rb.opts.BatchSize, b.rb.opts.FetchWait)
+			if err != nil {
+				return err
+			}
+			if len(msgs) == 0 {
+				return fmt.Errorf("the stream ends at %d, before the live checkpoint %d", b.applied, live)
+			}
+			if err := b.applyShadow(ctx, tx, msgs); err != nil {
+				return err
+			}
+		}
+		return b.proj.SwapShadow(ctx, tx)
+	})
+	if err != nil {
+		return fmt.Errorf("swap in rebuilt %s: %w", b.proj.Name, err)
+	}
+	b.rb.log.Info().Str("projection", b.proj.Name).Uint64("checkpoint", b.applied).
+		Dur("took", time.Since(b.started)).Msg("rebuild swapped in")
+	return nil
+}
+
+func (b *Rebuild) applyShadow(ctx context.Context, tx pgx.Tx, msgs []jetstream.Msg) error {
+	entries := make([]projections.Entry, 0, len(msgs))
+	for _, m := range msgs {
+		meta, err := m.Metadata()
+		if err != nil {
+			return err
+		}
+		entries = append(entries, Entry(meta.Sequence.Stream, m.Subject(), m.Headers(), m.Data()))
+	}
+	if _, err := b.proj.ApplyEntries(ctx, tx, b.proj.ShadowSchema(), entries); err != nil {
+		return err
+	}
+	last := entries[len(entries)-1].Message.Seq
+	if err := projections.SetCheckpoint(ctx, tx, b.proj.ShadowSchema(), last); err != nil {
+		return err
+	}
+	b.applied = last
+	return nil
+}
+
+func (b *Rebuild) targetSeq(ctx context.Context) (uint64, error) {
+	info, err := b.stream.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("read stream position: %w", err)
+	}
+	return info.State.LastSeq, nil
+}
+
+// fetchOrdered fetches up to n messages from an ordered consumer, which
+// itself guarantees order and recovers from gaps.
+func fetchOrdered(ctx context.Context, cons jetstream.Consumer, n int, wait time.Duration) ([]jetstream.Msg, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(wait))
+	if err != nil {
+		return nil, fmt.Errorf("replay fetch: %w", err)
+	}
+	var msgs []jetstream.Msg
+	for m := range batch.Messages() {
+		msgs = append(msgs, m)
+	}
+	if err := batch.Error(); err != nil {
+		return nil, fmt.Errorf("replay fetch: %w", err)
+	}
+	return msgs, nil
+}

@@ -1,0 +1,120 @@
+package projections
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// A rebuild is blue/green: the stream is replayed into a shadow schema
+// while the live one keeps serving, then the schemas are swapped by renaming
+// in one transaction.
+
+// ShadowSchema is where a rebuild of p is built.
+func (p Projection) ShadowSchema() string { return p.Name + "_rebuild" }
+
+func (p Projection) retiredSchema() string { return p.Name + "_retired" }
+
+// PrepareShadow drops what a previous, unfinished rebuild left and creates
+// an empty shadow schema, and records the rebuild as started.
+func (p Projection) PrepareShadow(ctx context.Context, db DB, targetSeq uint64) error {
+	shadow := pgx.Identifier{p.ShadowSchema()}.Sanitize()
+	if _, err := db.Exec(ctx, "DROP SCHEMA IF EXISTS "+shadow+" CASCADE"); err != nil {
+		return fmt.Errorf("drop old shadow schema: %w", err)
+	}
+	if _, err := db.Exec(ctx, "SELECT taskledger_create_projection($1, $2)", p.ShadowSchema(), string(p.Policy)); err != nil {
+		return fmt.Errorf("create shadow schema: %w", err)
+	}
+	_, err := db.Exec(ctx, `INSERT INTO projection_rebuilds (projection, target_seq) VALUES ($1, $2)
+		ON CONFLICT (projection) DO UPDATE SET started_at = now(), updated_at = now(), applied_seq = 0,
+			target_seq = excluded.target_seq, finished_at = NULL`, p.Name, int64(targetSeq))
+	if err != nil {
+		return fmt.Errorf("record rebuild start: %w", err)
+	}
+	return nil
+}
+
+// RecordProgress notes how far the rebuild of p has got.
+func (p Projection) RecordProgress(ctx context.Context, db DB, applied, target uint64) error {
+	_, err := db.Exec(ctx, `UPDATE projection_rebuilds SET applied_seq = $2, target_seq = $3, updated_at = now()
+		WHERE projection = $1`, p.Name, int64(applied), int64(target))
+	return err
+}
+
+// LockLive locks the live checkpoint, as every writer does first, and
+// returns it. A live schema that was dropped counts as checkpoint 0.
+func (p Projection) LockLive(ctx context.Context, tx DB) (uint64, error) {
+	var exists bool
+	if err := tx.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", table(p.Name, "checkpoint")).Scan(&exists); err != nil {
+		return 0, err
+	}
+	if !exists {
+		return 0, nil
+	}
+	return LockCheckpoint(ctx, tx, p.Name)
+}
+
+// SwapShadow makes the shadow schema live, in tx. The caller must hold the
+// live checkpoint lock (LockLive) and have applied the shadow at least as
+// far as the live checkpoint. Queries running meanwhile finish on the old
+// tables; queries after commit read the new ones.
+func (p Projection) SwapShadow(ctx context.Context, tx DB) error {
+	live, shadow, retired := pgx.Identifier{p.Name}.Sanitize(), pgx.Identifier{p.ShadowSchema()}.Sanitize(),
+		pgx.Identifier{p.retiredSchema()}.Sanitize()
+	var liveExists bool
+	if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", p.Name).Scan(&liveExists); err != nil {
+		return err
+	}
+	statements := []string{"ALTER SCHEMA " + shadow + " RENAME TO " + live}
+	if liveExists {
+		statements = []string{
+			"ALTER SCHEMA " + live + " RENAME TO " + retired,
+			statements[0],
+			"DROP SCHEMA " + retired + " CASCADE",
+		}
+	}
+	for _, sql := range statements {
+		if _, err := tx.Exec(ctx, sql); err != nil {
+			return fmt.Errorf("swap in rebuilt %s: %w", p.Name, err)
+		}
+	}
+	_, err := tx.Exec(ctx, "UPDATE projection_rebuilds SET finished_at = now(), updated_at = now() WHERE projection = $1", p.Name)
+	return err
+}
+
+// RebuildProgress is a running rebuild's position.
+type RebuildProgress struct {
+	Projection string
+	StartedAt  time.Time
+	UpdatedAt  time.Time
+	AppliedSeq uint64
+	TargetSeq  uint64
+}
+
+// RunningRebuilds returns the rebuilds whose process still holds the
+// rebuild lock of class lockClass, by projection name.
+func RunningRebuilds(ctx context.Context, db DB, lockClass int) (map[string]RebuildProgress, error) {
+	rows, err := db.Query(ctx, `SELECT projection, started_at, updated_at, applied_seq, target_seq
+		FROM projection_rebuilds r
+		WHERE finished_at IS NULL AND EXISTS (SELECT 1 FROM pg_locks l
+			WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+			AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+			AND l.classid = $1::int::oid AND l.objid = hashtext(r.projection)::oid)`, lockClass)
+	if err != nil {
+		return nil, fmt.Errorf("read rebuild progress: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]RebuildProgress{}
+	for rows.Next() {
+		var r RebuildProgress
+		var applied, target int64
+		if err := rows.Scan(&r.Projection, &r.StartedAt, &r.UpdatedAt, &applied, &target); err != nil {
+			return nil, err
+		}
+		r.AppliedSeq, r.TargetSeq = uint64(applied), uint64(target)
+		out[r.Projection] = r
+	}
+	return out, rows.Err()
+}
