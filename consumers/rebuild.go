@@ -106,6 +106,9 @@ func (b *Rebuild) Run(ctx context.Context, report func(Progress)) error {
 	cons, err := b.rb.js.OrderedConsumer(ctx, opts.Stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{opts.FilterSubject},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		// Give up (and fail the rebuild) rather than retry forever when the
+		// stream is gone; the library's retries do not watch ctx.
+		MaxResetAttempts: 3,
 	})
 	if err != nil {
 		return fmt.Errorf("replay stream %s: %w", opts.Stream, err)

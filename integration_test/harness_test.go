@@ -39,6 +39,9 @@ func setup(t *testing.T, adjust func(*config.Config)) *bundle {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	// Registered first so that it runs last, after the service has closed.
+	_, js := testenv.ConnectURL(t, cfg.NATSURL)
+	env.DeleteStreamOnCleanup(t, js)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	svc, err := service.Open(ctx, cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
@@ -50,8 +53,6 @@ func setup(t *testing.T, adjust func(*config.Config)) *bundle {
 		srv.Close()
 		svc.Close()
 	})
-	_, js := testenv.ConnectURL(t, cfg.NATSURL)
-	env.DeleteStreamOnCleanup(t, js)
 	return &bundle{env: env, svc: svc, url: srv.URL, js: js, stream: cfg.Stream}
 }
 
@@ -115,4 +116,33 @@ func (b *bundle) messages(t *testing.T) uint64 {
 func completion(task, at string) string {
 	return `{"event":"task.completed","task_id":"` + task + `","process_id":"p1","completed_at":"` + at +
 		`","completed_by":"user@example.com"}`
+}
+
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d", url, resp.StatusCode)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func getStatus(t *testing.T, url string) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func testLogger(t *testing.T) zerolog.Logger {
+	return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
 }

@@ -33,7 +33,7 @@ func TestServeEmbeddedAndShutDown(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"serve", "-http-addr", addr, "-data-dir", t.TempDir(),
-			"-database-url", dbURL, "-log-level", "warn"}, io.Discard, io.Discard)
+			"-database-url", dbURL, "-log-level", "warn", "-embedded-nats-addr", freeAddr(t)}, io.Discard, io.Discard)
 	}()
 	base := "http://" + addr
 	var ready bool

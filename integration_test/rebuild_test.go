@@ -1,0 +1,316 @@
+package integration_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/taskledger/taskledger/consumers"
+	"github.com/taskledger/taskledger/internal/config"
+	"github.com/taskledger/taskledger/internal/testenv"
+	"github.com/taskledger/taskledger/projections"
+)
+
+const adminToken = "test-admin-token"
+
+// traffic makes n webhook bodies over tasks of a few processes: repeated
+// deliveries, reopens, and completions whose times arrive out of order.
+func traffic(n int, seed uint64) (bodies []string, tasks []string) {
+	rng := rand.New(rand.NewPCG(seed, seed+1))
+	base := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	taskCount := max(n/8, 1)
+	for i := range taskCount {
+		tasks = append(tasks, fmt.Sprintf("task-%04d", i))
+	}
+	for len(bodies) < n {
+		task := tasks[rng.IntN(len(tasks))]
+		at := base.Add(time.Duration(rng.IntN(30*24)) * time.Hour).Format(time.RFC3339)
+		switch r := rng.IntN(10); {
+		case r == 0 && len(bodies) > 0: // a sender retry
+			bodies = append(bodies, bodies[rng.IntN(len(bodies))])
+		case r == 1:
+			bodies = append(bodies, fmt.Sprintf(`{"event":"task.reopened","task_id":%q,"reopened_at":%q}`, task, at))
+		default:
+			bodies = append(bodies, fmt.Sprintf(`{"event":"task.completed","task_id":%q,"process_id":"proc-%s",`+
+				`"completed_at":%q,"completed_by":"user%d@example.com"}`, task, task[len(task)-1:], at, rng.IntN(20)))
+		}
+	}
+	return bodies, tasks
+}
+
+// ingest posts bodies from several concurrent senders and fails on any
+// answer other than 202 or 200.
+func (b *bundle) ingest(t *testing.T, bodies []string) {
+	t.Helper()
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for body := range work {
+				if r := b.post(t, "tallyfy", body); r.Status != http.StatusAccepted && r.Status != http.StatusOK {
+					t.Errorf("ingest %s: %+v", body, r)
+				}
+			}
+		})
+	}
+	for _, body := range bodies {
+		work <- body
+	}
+	close(work)
+	wg.Wait()
+}
+
+// waitCaughtUp waits until every projection's checkpoint reaches the
+// stream's last sequence.
+func (b *bundle) waitCaughtUp(t *testing.T) {
+	t.Helper()
+	s, err := b.js.Stream(context.Background(), b.stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 600 {
+		info, err := s.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		caughtUp := true
+		for _, p := range projections.All {
+			cp, err := projections.Checkpoint(context.Background(), b.svc.Pool(), p.Name)
+			if err != nil || cp < info.State.LastSeq {
+				caughtUp = false
+			}
+		}
+		if caughtUp {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("projections did not catch up with the stream")
+}
+
+// snapshot is a projection's read model and checkpoint, row for row.
+func (b *bundle) snapshot(t *testing.T, p projections.Projection) [][][]any {
+	t.Helper()
+	return [][][]any{
+		testenv.Rows(t, b.svc.Pool(), "SELECT * FROM "+p.Name+".completions ORDER BY task_id, completed_at"),
+		testenv.Rows(t, b.svc.Pool(), "SELECT * FROM "+p.Name+".task_state ORDER BY task_id"),
+		testenv.Rows(t, b.svc.Pool(), "SELECT last_seq FROM "+p.Name+".checkpoint"),
+		testenv.Rows(t, b.svc.Pool(), "SELECT dedup_key, stream_seq FROM "+p.Name+".seen_keys ORDER BY dedup_key"),
+	}
+}
+
+func (b *bundle) adminPost(t *testing.T, path, token string) reply {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, b.url+path, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	return do(t, req)
+}
+
+// projectionState reads the state of one projection from GET /v1/projections.
+func (b *bundle) projectionState(t *testing.T, name string) string {
+	t.Helper()
+	var body struct {
+		Projections []struct {
+			Name  string `json:"name"`
+			State string `json:"state"`
+		} `json:"projections"`
+	}
+	getJSON(t, b.url+"/v1/projections", &body)
+	for _, p := range body.Projections {
+		if p.Name == name {
+			return p.State
+		}
+	}
+	t.Fatalf("projection %s not listed", name)
+	return ""
+}
+
+func TestRebuildMatchesLiveTablesWhileQueriesKeepAnswering(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *config.Config) { c.AdminToken = adminToken })
+	b.svc.Start()
+	bodies, tasks := traffic(10_000, 1)
+	b.ingest(t, bodies)
+	b.waitCaughtUp(t)
+
+	for _, p := range projections.All {
+		before := b.snapshot(t, p)
+		// Query every known task while the rebuild runs: none may vanish.
+		answered := map[string]bool{}
+		for _, task := range tasks {
+			r := getStatus(t, b.url+"/v1/tasks/"+task+"/completions?policy="+string(p.Policy))
+			answered[task] = r == http.StatusOK
+		}
+		if r := b.adminPost(t, "/v1/projections/"+p.Name+"/rebuild", adminToken); r.Status != http.StatusAccepted {
+			t.Fatalf("start rebuild of %s: %+v", p.Name, r)
+		}
+		sawRebuilding := false
+		for round := 0; ; round++ {
+			state := b.projectionState(t, p.Name)
+			sawRebuilding = sawRebuilding || state == "rebuilding"
+			for _, task := range tasks {
+				if got := getStatus(t, b.url+"/v1/tasks/"+task+"/completions?policy="+string(p.Policy)); (got == http.StatusOK) != answered[task] {
+					t.Fatalf("%s during the rebuild of %s: status %d", task, p.Name, got)
+				}
+			}
+			if state == "live" && round > 0 {
+				break
+			}
+			if round > 500 {
+				t.Fatalf("rebuild of %s did not finish", p.Name)
+			}
+		}
+		if after := b.snapshot(t, p); !reflect.DeepEqual(after, before) {
+			t.Errorf("rebuilt %s differs from the live tables it replaced", p.Name)
+		}
+		t.Logf("%s rebuilt (state rebuilding observed: %v)", p.Name, sawRebuilding)
+	}
+}
+
+func TestInterruptedRebuildLeavesLiveTablesAndRerunSucceeds(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	b.svc.Start()
+	bodies, _ := traffic(1_500, 2)
+	b.ingest(t, bodies)
+	b.waitCaughtUp(t)
+	p := projections.All[0]
+	before := b.snapshot(t, p)
+
+	rebuilder := consumers.NewRebuilder(b.svc.Pool(), b.js, consumers.RebuildOptions{
+		Stream: b.stream, FilterSubject: b.env.SubjectPrefix + ".>", BatchSize: 100, FetchWait: time.Second,
+	}, testLogger(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	rb, err := rebuilder.Start(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batches := 0
+	err = rb.Run(ctx, func(consumers.Progress) {
+		if batches++; batches == 3 {
+			cancel() // the process dies part-way
+		}
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted rebuild returned %v", err)
+	}
+	if after := b.snapshot(t, p); !reflect.DeepEqual(after, before) {
+		t.Fatal("an interrupted rebuild changed the live tables")
+	}
+	if b.projectionState(t, p.Name) != "live" {
+		t.Error("a dead rebuild still shows as rebuilding")
+	}
+	rb, err = rebuilder.Start(context.Background(), p)
+	if err != nil {
+		t.Fatalf("re-run refused: %v", err)
+	}
+	var last consumers.Progress
+	if err := rb.Run(context.Background(), func(p consumers.Progress) { last = p }); err != nil {
+		t.Fatal(err)
+	}
+	if !last.Done || last.Applied != last.Target {
+		t.Errorf("final progress %+v", last)
+	}
+	if after := b.snapshot(t, p); !reflect.DeepEqual(after, before) {
+		t.Error("the re-run rebuild differs from the live tables")
+	}
+	if rows := testenv.Rows(t, b.svc.Pool(), "SELECT nspname FROM pg_namespace WHERE nspname LIKE '%_rebuild' OR nspname LIKE '%_retired'"); len(rows) != 0 {
+		t.Errorf("leftover schemas %v", rows)
+	}
+}
+
+func TestSecondRebuildIsRefused(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *config.Config) { c.AdminToken = adminToken })
+	p := projections.All[1]
+	first, err := b.svc.Rebuilder().Start(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.svc.Rebuilder().Start(context.Background(), p); !errors.Is(err, consumers.ErrRebuildRunning) {
+		t.Errorf("second Start: %v, want ErrRebuildRunning", err)
+	}
+	if r := b.adminPost(t, "/v1/projections/"+p.Name+"/rebuild", adminToken); r.Status != http.StatusConflict || r.Error.Code != "rebuild_running" {
+		t.Errorf("second rebuild over HTTP: %+v, want 409 rebuild_running", r)
+	}
+	if state := b.projectionState(t, p.Name); state != "rebuilding" {
+		t.Errorf("state %q while a rebuild holds the lock", state)
+	}
+	if err := first.Run(context.Background(), func(consumers.Progress) {}); err != nil {
+		t.Fatal(err)
+	}
+	if r := b.adminPost(t, "/v1/projections/"+p.Name+"/rebuild", adminToken); r.Status != http.StatusAccepted {
+		t.Errorf("rebuild after the first finished: %+v", r)
+	}
+}
+
+func TestRebuildRecoversDroppedAndEmptiedTables(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	b.svc.Start()
+	bodies, tasks := traffic(800, 3)
+	b.ingest(t, bodies)
+	b.waitCaughtUp(t)
+	first, latest := projections.ForPolicy("first"), projections.ForPolicy("latest")
+	want := map[string][][][]any{first.Name: b.snapshot(t, first), latest.Name: b.snapshot(t, latest)}
+
+	if _, err := b.svc.Pool().Exec(context.Background(), `DROP SCHEMA completions_first CASCADE;
+		TRUNCATE completions_latest.completions, completions_latest.task_state`); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []projections.Projection{first, latest} {
+		rb, err := b.svc.Rebuilder().Start(context.Background(), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rb.Run(context.Background(), func(consumers.Progress) {}); err != nil {
+			t.Fatalf("rebuild %s: %v", p.Name, err)
+		}
+		if got := b.snapshot(t, p); !reflect.DeepEqual(got, want[p.Name]) {
+			t.Errorf("%s not recovered by the rebuild", p.Name)
+		}
+	}
+	// The live consumer of the dropped projection resumes on the new tables.
+	b.ingest(t, []string{completion(tasks[0], "2030-01-01T00:00:00Z")})
+	b.waitCaughtUp(t)
+	var h struct {
+		Completions []struct {
+			CompletedAt time.Time `json:"completed_at"`
+		} `json:"completions"`
+	}
+	getJSON(t, b.url+"/v1/tasks/"+tasks[0]+"/completions?policy=latest", &h)
+	if len(h.Completions) != 1 || h.Completions[0].CompletedAt.Year() != 2030 {
+		t.Errorf("latest after the rebuild: %+v", h)
+	}
+}
+
+func TestRebuildEndpointNeedsTheAdminToken(t *testing.T) {
+	t.Parallel()
+	closed := setup(t, nil)
+	if r := closed.adminPost(t, "/v1/projections/completions_all/rebuild", "anything"); r.Status != http.StatusForbidden || r.Error.Code != "admin_disabled" {
+		t.Errorf("without a configured token: %+v, want 403 admin_disabled", r)
+	}
+	b := setup(t, func(c *config.Config) { c.AdminToken = adminToken })
+	for _, tt := range []struct {
+		token, path string
+		status      int
+		code        string
+	}{
+		{"", "/v1/projections/completions_all/rebuild", http.StatusUnauthorized, "unauthorized"},
+		{"wrong", "/v1/projections/completions_all/rebuild", http.StatusUnauthorized, "unauthorized"},
+		{adminToken, "/v1/projections/nope/rebuild", http.StatusNotFound, "projection_not_found"},
+	} {
+		if r := b.adminPost(t, tt.path, tt.token); r.Status != tt.status || r.Error.Code != tt.code {
+			t.Errorf("token %q %s: %+v, want %d %s", tt.token, tt.path, r, tt.status, tt.code)
+		}
+	}
+}
+
