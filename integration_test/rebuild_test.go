@@ -313,4 +313,3 @@ func TestRebuildEndpointNeedsTheAdminToken(t *testing.T) {
 		}
 	}
 }
-
