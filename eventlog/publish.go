@@ -39,7 +39,7 @@ func (a *Appender) Append(ctx context.Context, r Record) (Appended, error) {
 	if !a.nc.IsConnected() {
 		return Appended{}, fmt.Errorf("%w: not connected to NATS (%s)", ErrUnavailable, a.nc.Status())
 	}
-	ack, err := a.js.PublishMsg(ctx, r.message(a.cfg.Subject(r.Source)),
+	ack, err := a.js.PublishMsg(ctx, r.Message(a.cfg.Subject(r.Source)),
 		jetstream.WithExpectStream(a.cfg.Name))
 	if err != nil {
 		return Appended{}, fmt.Errorf("%w: %w", ErrUnavailable, err)

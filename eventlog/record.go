@@ -33,7 +33,8 @@ type Record struct {
 	RequestHeaders map[string]string
 }
 
-func (r Record) message(subject string) *nats.Msg {
+// Message is the NATS message that stores r on subject.
+func (r Record) Message(subject string) *nats.Msg {
 	m := nats.NewMsg(subject)
 	m.Data = r.Body
 	m.Header.Set(nats.MsgIdHdr, r.Key.Value)

@@ -29,7 +29,7 @@ type bundle struct {
 
 // setup starts taskledger on a private database and stream; adjust may
 // change the configuration first.
-func setup(t *testing.T, adjust func(*config.Config)) *bundle {
+func setup(t testing.TB, adjust func(*config.Config)) *bundle {
 	t.Helper()
 	env := testenv.New(t)
 	cfg := env.Config()
@@ -100,7 +100,7 @@ func do(t *testing.T, req *http.Request) reply {
 }
 
 // messages is the number of events stored in the test's stream.
-func (b *bundle) messages(t *testing.T) uint64 {
+func (b *bundle) messages(t testing.TB) uint64 {
 	t.Helper()
 	s, err := b.js.Stream(context.Background(), b.stream)
 	if err != nil {
@@ -143,6 +143,6 @@ func getStatus(t *testing.T, url string) int {
 	return resp.StatusCode
 }
 
-func testLogger(t *testing.T) zerolog.Logger {
+func testLogger(t testing.TB) zerolog.Logger {
 	return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
 }

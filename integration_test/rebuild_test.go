@@ -3,8 +3,6 @@ package integration_test
 import (
 	"context"
 	"errors"
-	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"reflect"
 	"sync"
@@ -13,36 +11,12 @@ import (
 
 	"github.com/taskledger/taskledger/consumers"
 	"github.com/taskledger/taskledger/internal/config"
+	"github.com/taskledger/taskledger/internal/loadgen"
 	"github.com/taskledger/taskledger/internal/testenv"
 	"github.com/taskledger/taskledger/projections"
 )
 
 const adminToken = "test-admin-token"
-
-// traffic makes n webhook bodies over tasks of a few processes: repeated
-// deliveries, reopens, and completions whose times arrive out of order.
-func traffic(n int, seed uint64) (bodies []string, tasks []string) {
-	rng := rand.New(rand.NewPCG(seed, seed+1))
-	base := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
-	taskCount := max(n/8, 1)
-	for i := range taskCount {
-		tasks = append(tasks, fmt.Sprintf("task-%04d", i))
-	}
-	for len(bodies) < n {
-		task := tasks[rng.IntN(len(tasks))]
-		at := base.Add(time.Duration(rng.IntN(30*24)) * time.Hour).Format(time.RFC3339)
-		switch r := rng.IntN(10); {
-		case r == 0 && len(bodies) > 0: // a sender retry
-			bodies = append(bodies, bodies[rng.IntN(len(bodies))])
-		case r == 1:
-			bodies = append(bodies, fmt.Sprintf(`{"event":"task.reopened","task_id":%q,"reopened_at":%q}`, task, at))
-		default:
-			bodies = append(bodies, fmt.Sprintf(`{"event":"task.completed","task_id":%q,"process_id":"proc-%s",`+
-				`"completed_at":%q,"completed_by":"user%d@example.com"}`, task, task[len(task)-1:], at, rng.IntN(20)))
-		}
-	}
-	return bodies, tasks
-}
 
 // ingest posts bodies from several concurrent senders and fails on any
 // answer other than 202 or 200.
@@ -137,8 +111,9 @@ func TestRebuildMatchesLiveTablesWhileQueriesKeepAnswering(t *testing.T) {
 	t.Parallel()
 	b := setup(t, func(c *config.Config) { c.AdminToken = adminToken })
 	b.svc.Start()
-	bodies, tasks := traffic(10_000, 1)
-	b.ingest(t, bodies)
+	traffic := loadgen.Generate(10_000, 1)
+	b.ingest(t, traffic.Bodies)
+	tasks := traffic.Tasks
 	b.waitCaughtUp(t)
 
 	for _, p := range projections.All {
@@ -179,8 +154,7 @@ func TestInterruptedRebuildLeavesLiveTablesAndRerunSucceeds(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
 	b.svc.Start()
-	bodies, _ := traffic(1_500, 2)
-	b.ingest(t, bodies)
+	b.ingest(t, loadgen.Generate(1_500, 2).Bodies)
 	b.waitCaughtUp(t)
 	p := projections.All[0]
 	before := b.snapshot(t, p)
@@ -256,8 +230,9 @@ func TestRebuildRecoversDroppedAndEmptiedTables(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
 	b.svc.Start()
-	bodies, tasks := traffic(800, 3)
-	b.ingest(t, bodies)
+	traffic := loadgen.Generate(800, 3)
+	b.ingest(t, traffic.Bodies)
+	tasks := traffic.Tasks
 	b.waitCaughtUp(t)
 	first, latest := projections.ForPolicy("first"), projections.ForPolicy("latest")
 	want := map[string][][][]any{first.Name: b.snapshot(t, first), latest.Name: b.snapshot(t, latest)}

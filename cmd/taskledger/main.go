@@ -27,6 +27,8 @@ Usage:
   taskledger replay --projection NAME            rebuild a projection from the stream
   taskledger dead-letters list [--all] [--json]  list events the projections set aside
   taskledger dead-letters retry ID               apply a dead letter again
+  taskledger bench [--events N] [--concurrency C]
+                                                 load test with the raw ceilings beside it
 
 Run 'taskledger COMMAND -h' for a command's flags; each flag also reads the
 environment variable named in its help.
@@ -57,6 +59,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return history(ctx, args[1:], stdout, stderr)
 	case "replay":
 		return replay(ctx, args[1:], stderr)
+	case "bench":
+		return bench(ctx, args[1:], stdout, stderr)
 	case "dead-letters":
 		return deadLetters(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":

@@ -199,7 +199,7 @@ func (s *Service) routes() http.Handler {
 		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.ready)
-	api.New(s.pool, s.streamLastSeq, s.startRebuild, s.cfg.AdminToken, s.log).Register(mux)
+	api.New(s.pool, s.StreamLastSeq, s.startRebuild, s.cfg.AdminToken, s.log).Register(mux)
 	return httpjson.LogRequests(s.log, mux)
 }
 
@@ -229,7 +229,11 @@ func (s *Service) ready(w http.ResponseWriter, r *http.Request) {
 	httpjson.Write(w, status, checks)
 }
 
-func (s *Service) streamLastSeq(ctx context.Context) (uint64, error) {
+// JetStream is the service's JetStream handle.
+func (s *Service) JetStream() jetstream.JetStream { return s.js }
+
+// StreamLastSeq is the event stream's last sequence.
+func (s *Service) StreamLastSeq(ctx context.Context) (uint64, error) {
 	info, err := s.stream.Info(ctx)
 	if err != nil {
 		return 0, err

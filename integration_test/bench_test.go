@@ -1,0 +1,83 @@
+package integration_test
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/taskledger/taskledger/consumers"
+	"github.com/taskledger/taskledger/domain"
+	"github.com/taskledger/taskledger/eventlog"
+	"github.com/taskledger/taskledger/internal/loadgen"
+	"github.com/taskledger/taskledger/projections"
+)
+
+// benchEventCount is TASKLEDGER_BENCH_EVENTS, default 20,000.
+func benchEventCount(b *testing.B) int {
+	n := 20_000
+	if s := os.Getenv("TASKLEDGER_BENCH_EVENTS"); s != "" {
+		var err error
+		if n, err = strconv.Atoi(s); err != nil || n < 1 {
+			b.Fatalf("TASKLEDGER_BENCH_EVENTS=%q: want a positive number", s)
+		}
+	}
+	return n
+}
+
+// BenchmarkRebuild measures how fast a projection is rebuilt from a stream
+// of TASKLEDGER_BENCH_EVENTS webhook events, beside the ceilings of its two
+// parts measured in the same run: JetStream publishing those events
+// (asynchronously, as fast as the server takes them) and Postgres COPY of as
+// many rows into a table shaped like the read model.
+func BenchmarkRebuild(b *testing.B) {
+	n := benchEventCount(b)
+	bd := setup(b, nil)
+	ctx := context.Background()
+	traffic := loadgen.Generate(n, 42)
+
+	start := time.Now()
+	for _, body := range traffic.Bodies {
+		ev, err := domain.ParseEvent("bench", []byte(body))
+		if err != nil {
+			b.Fatal(err)
+		}
+		key, _ := domain.DeriveDedupKey(ev, domain.KeyHeaders{})
+		rec := eventlog.Record{Source: "bench", Key: key, Body: []byte(body), ReceivedAt: time.Now()}
+		if _, err := bd.js.PublishMsgAsync(rec.Message(bd.env.SubjectPrefix + ".bench")); err != nil {
+			b.Fatal(err)
+		}
+	}
+	select {
+	case <-bd.js.PublishAsyncComplete():
+	case <-time.After(5 * time.Minute):
+		b.Fatal("publishes not acknowledged")
+	}
+	publishRate := float64(n) / time.Since(start).Seconds()
+	stored := bd.messages(b)
+
+	copyRate, err := loadgen.CopyCeiling(ctx, bd.svc.Pool(), int(stored))
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	p := projections.ForPolicy(domain.PolicyAll)
+	rebuilder := consumers.NewRebuilder(bd.svc.Pool(), bd.js, consumers.RebuildOptions{
+		Stream: bd.stream, FilterSubject: bd.env.SubjectPrefix + ".>", BatchSize: 5000, FetchWait: 200 * time.Millisecond,
+	}, testLogger(b))
+	b.ResetTimer()
+	for b.Loop() {
+		rb, err := rebuilder.Start(ctx, p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := rb.Run(ctx, func(consumers.Progress) {}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(stored)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	b.ReportMetric(copyRate, "copy-rows/s")
+	b.ReportMetric(publishRate, "publish-msgs/s")
+	b.ReportMetric(float64(stored), "events")
+}
