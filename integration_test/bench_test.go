@@ -55,7 +55,15 @@ func BenchmarkRebuild(b *testing.B) {
 		b.Fatal("publishes not acknowledged")
 	}
 	publishRate := float64(n) / time.Since(start).Seconds()
-	stored := bd.messages(b)
+	stream, err := bd.js.Stream(ctx, bd.stream)
+	if err != nil {
+		b.Fatal(err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	stored := info.State.Msgs
 
 	copyRate, err := loadgen.CopyCeiling(ctx, bd.svc.Pool(), int(stored))
 	if err != nil {
@@ -80,4 +88,5 @@ func BenchmarkRebuild(b *testing.B) {
 	b.ReportMetric(copyRate, "copy-rows/s")
 	b.ReportMetric(publishRate, "publish-msgs/s")
 	b.ReportMetric(float64(stored), "events")
+	b.ReportMetric(float64(info.State.Bytes)/float64(stored), "stream-bytes/event")
 }

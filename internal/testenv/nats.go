@@ -4,7 +4,11 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -58,11 +62,21 @@ func (n *NATSServer) Stop() {
 	}
 }
 
+const processStorePrefix = "taskledger-test-nats-"
+
 // startProcessNATS starts the shared in-process server for the whole test
-// binary; it lives as long as the process.
+// binary; it lives as long as the process. Its store is named after the
+// process, and stores of processes that have ended are removed first.
 func startProcessNATS() (*server.Server, error) {
-	dir, err := os.MkdirTemp("", "taskledger-test-nats-")
-	if err != nil {
+	stale, _ := filepath.Glob(filepath.Join(os.TempDir(), processStorePrefix+"*"))
+	for _, dir := range stale {
+		pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(dir), processStorePrefix))
+		if err == nil && syscall.Kill(pid, 0) != nil {
+			os.RemoveAll(dir)
+		}
+	}
+	dir := filepath.Join(os.TempDir(), processStorePrefix+strconv.Itoa(os.Getpid()))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
 	return eventlog.StartServer(eventlog.ServerOptions{StoreDir: dir, Port: -1})
