@@ -1,6 +1,7 @@
 package consumers
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -113,9 +114,11 @@ func (b *Rebuild) Run(ctx context.Context, report func(Progress)) error {
 	if err != nil {
 		return fmt.Errorf("replay stream %s: %w", opts.Stream, err)
 	}
-	shadow := b.proj.ShadowSchema()
+	ctx, stopPrefetch := context.WithCancel(ctx)
+	defer stopPrefetch()
+	batches := prefetch(ctx, cons, opts.BatchSize, opts.FetchWait)
 	for {
-		msgs, err := fetchOrdered(ctx, cons, opts.BatchSize, opts.FetchWait)
+		entries, err := next(ctx, batches)
 		if err != nil {
 			return err
 		}
@@ -123,22 +126,22 @@ func (b *Rebuild) Run(ctx context.Context, report func(Progress)) error {
 		if err != nil {
 			return err
 		}
-		if len(msgs) > 0 {
+		if len(entries) > 0 {
 			err := pgx.BeginFunc(ctx, b.conn, func(tx pgx.Tx) error {
-				if err := b.applyShadow(ctx, tx, msgs); err != nil {
+				if err := b.applyShadow(ctx, tx, entries); err != nil {
 					return err
 				}
 				return b.proj.RecordProgress(ctx, tx, b.applied, max(target, b.applied))
 			})
 			if err != nil {
-				return fmt.Errorf("rebuild %s into %s: %w", b.proj.Name, shadow, err)
+				return fmt.Errorf("rebuild %s into %s: %w", b.proj.Name, b.proj.ShadowSchema(), err)
 			}
 			report(Progress{Projection: b.proj.Name, Applied: b.applied, Target: max(target, b.applied), Started: b.started})
 		}
 		// Caught up: the server had nothing more, or less than a batch and
 		// everything up to the stream's end when we looked.
-		if len(msgs) == 0 || (len(msgs) < opts.BatchSize && b.applied >= target) {
-			if err := b.swap(ctx, cons); err != nil {
+		if len(entries) == 0 || (len(entries) < opts.BatchSize && b.applied >= target) {
+			if err := b.swap(ctx, batches); err != nil {
 				return err
 			}
 			report(Progress{Projection: b.proj.Name, Applied: b.applied, Target: max(target, b.applied), Started: b.started, Done: true})
@@ -150,21 +153,26 @@ func (b *Rebuild) Run(ctx context.Context, report func(Progress)) error {
 // swap catches the shadow up to the live checkpoint and swaps it in, all in
 // one transaction that holds the live checkpoint lock, so the live consumer
 // pauses for its duration and no event is applied twice or missed.
-func (b *Rebuild) swap(ctx context.Context, cons jetstream.Consumer) error {
+func (b *Rebuild) swap(ctx context.Context, batches <-chan fetched) error {
 	err := pgx.BeginFunc(ctx, b.conn, func(tx pgx.Tx) error {
 		live, err := b.proj.LockLive(ctx, tx)
 		if err != nil {
 			return err
 		}
-		for b.applied < live {
-			msgs, err := fetchOrdered(ctx, cons, b.rb.opts.BatchSize, b.rb.opts.FetchWait)
+		// The live side may have applied events fetched after our last
+		// look; an empty batch or two is the prefetch catching up.
+		for empty := 0; b.applied < live; {
+			entries, err := next(ctx, batches)
 			if err != nil {
 				return err
 			}
-			if len(msgs) == 0 {
-				return fmt.Errorf("the stream ends at %d, before the live checkpoint %d", b.applied, live)
+			if len(entries) == 0 {
+				if empty++; empty == 3 {
+					return fmt.Errorf("the stream ends at %d, before the live checkpoint %d", b.applied, live)
+				}
+				continue
 			}
-			if err := b.applyShadow(ctx, tx, msgs); err != nil {
+			if err := b.applyShadow(ctx, tx, entries); err != nil {
 				return err
 			}
 		}
@@ -178,15 +186,7 @@ func (b *Rebuild) swap(ctx context.Context, cons jetstream.Consumer) error {
 	return nil
 }
 
-func (b *Rebuild) applyShadow(ctx context.Context, tx pgx.Tx, msgs []jetstream.Msg) error {
-	entries := make([]projections.Entry, 0, len(msgs))
-	for _, m := range msgs {
-		meta, err := m.Metadata()
-		if err != nil {
-			return err
-		}
-		entries = append(entries, Entry(meta.Sequence.Stream, m.Subject(), m.Headers(), m.Data()))
-	}
+func (b *Rebuild) applyShadow(ctx context.Context, tx pgx.Tx, entries []projections.Entry) error {
 	if _, err := b.proj.ApplyEntries(ctx, tx, b.proj.ShadowSchema(), entries); err != nil {
 		return err
 	}
@@ -206,22 +206,59 @@ func (b *Rebuild) targetSeq(ctx context.Context) (uint64, error) {
 	return info.State.LastSeq, nil
 }
 
-// fetchOrdered fetches up to n messages from an ordered consumer, which
-// itself guarantees order and recovers from gaps.
-func fetchOrdered(ctx context.Context, cons jetstream.Consumer, n int, wait time.Duration) ([]jetstream.Msg, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
+// fetched is one prefetched batch, decoded; empty means caught up for now.
+type fetched struct {
+	entries []projections.Entry
+	err     error
+}
+
+// prefetch fetches and decodes batches from an ordered consumer (which
+// itself keeps order and recovers from gaps) ahead of the writer, so that
+// reading the stream overlaps writing Postgres. It stops at the first error
+// or when ctx ends.
+func prefetch(ctx context.Context, cons jetstream.Consumer, n int, wait time.Duration) <-chan fetched {
+	out := make(chan fetched, 2)
+	go func() {
+		defer close(out)
+		for ctx.Err() == nil {
+			var f fetched
+			batch, err := cons.Fetch(n, jetstream.FetchMaxWait(wait))
+			if err == nil {
+				for m := range batch.Messages() {
+					meta, merr := m.Metadata()
+					if merr != nil {
+						err = merr
+						break
+					}
+					f.entries = append(f.entries, Entry(meta.Sequence.Stream, m.Subject(), m.Headers(), m.Data()))
+				}
+				err = cmp.Or(err, batch.Error())
+			}
+			if err != nil {
+				f = fetched{err: fmt.Errorf("replay fetch: %w", err)}
+			}
+			select {
+			case out <- f:
+			case <-ctx.Done():
+				return
+			}
+			if f.err != nil {
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// next takes the next prefetched batch.
+func next(ctx context.Context, batches <-chan fetched) ([]projections.Entry, error) {
+	select {
+	case f, ok := <-batches:
+		if !ok {
+			return nil, cmp.Or(ctx.Err(), errors.New("replay stopped"))
+		}
+		return f.entries, f.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(wait))
-	if err != nil {
-		return nil, fmt.Errorf("replay fetch: %w", err)
-	}
-	var msgs []jetstream.Msg
-	for m := range batch.Messages() {
-		msgs = append(msgs, m)
-	}
-	if err := batch.Error(); err != nil {
-		return nil, fmt.Errorf("replay fetch: %w", err)
-	}
-	return msgs, nil
 }
