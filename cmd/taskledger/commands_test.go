@@ -1,0 +1,241 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/taskledger/taskledger/consumers"
+	"github.com/taskledger/taskledger/internal/config"
+	"github.com/taskledger/taskledger/internal/service"
+	"github.com/taskledger/taskledger/internal/testenv"
+	"github.com/taskledger/taskledger/projections"
+)
+
+// running is a service with its consumers, and the flags that point the
+// commands at its database and stream.
+type running struct {
+	svc   *service.Service
+	url   string
+	cfg   config.Config
+	flags []string
+}
+
+func startService(t *testing.T) *running {
+	t.Helper()
+	env := testenv.New(t)
+	cfg := env.Config()
+	_, js := testenv.ConnectURL(t, cfg.NATSURL)
+	env.DeleteStreamOnCleanup(t, js)
+	svc, err := service.Open(context.Background(), cfg, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.Start()
+	srv := httptest.NewServer(svc.Handler())
+	t.Cleanup(func() {
+		srv.Close()
+		svc.Close()
+	})
+	return &running{svc: svc, url: srv.URL, cfg: cfg, flags: []string{"-database-url", cfg.DatabaseURL, "-nats-url", cfg.NATSURL,
+		"-stream", cfg.Stream, "-subject-prefix", cfg.SubjectPrefix, "-log-level", "error"}}
+}
+
+func (r *running) post(t *testing.T, body string) {
+	t.Helper()
+	resp, err := http.Post(r.url+"/v1/webhooks/tallyfy", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("post %s: %d", body, resp.StatusCode)
+	}
+}
+
+// waitProjected waits until every projection has applied the whole stream.
+func (r *running) waitProjected(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	for range 400 {
+		last, err := r.svc.StreamLastSeq(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := true
+		for _, p := range projections.All {
+			if cp, err := projections.Checkpoint(ctx, r.svc.Pool(), p.Name); err != nil || cp < last {
+				done = false
+			}
+		}
+		if done {
+			return
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	t.Fatal("projections did not catch up")
+}
+
+// cli runs a command with the service's flags appended and returns its
+// output and error.
+func (r *running) cli(args ...string) (string, error) {
+	var out bytes.Buffer
+	err := run(context.Background(), append(args, r.flags...), &out, io.Discard)
+	return out.String(), err
+}
+
+func TestHistoryCommand(t *testing.T) {
+	t.Parallel()
+	r := startService(t)
+	r.post(t, `{"event":"task.completed","task_id":"t1","process_id":"p1","completed_at":"2024-01-15T10:30:00Z","completed_by":"ann@example.com"}`)
+	r.post(t, `{"event":"task.reopened","task_id":"t1","reopened_at":"2024-01-16T10:30:00Z"}`)
+	r.post(t, `{"event":"task.completed","task_id":"t1","process_id":"p1","completed_at":"2024-01-17T10:30:00Z","completed_by":"bob@example.com"}`)
+	r.waitProjected(t)
+
+	out, err := r.cli("history", "t1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"task t1 · policy all · 2 completion(s) · not reopened", "COMPLETED AT",
+		"2024-01-15T10:30:00Z", "ann@example.com", "2024-01-17T10:30:00Z", "bob@example.com"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("history table lacks %q:\n%s", want, out)
+		}
+	}
+	out, err = r.cli("history", "--policy", "first", "--json", "t1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var view struct {
+		Policy      string `json:"policy"`
+		Completions []struct {
+			CompletedBy string `json:"completed_by"`
+		} `json:"completions"`
+	}
+	if err := json.Unmarshal([]byte(out), &view); err != nil || view.Policy != "first" ||
+		len(view.Completions) != 1 || view.Completions[0].CompletedBy != "ann@example.com" {
+		t.Errorf("history --json: %v %+v\n%s", err, view, out)
+	}
+	if _, err := r.cli("history", "nope"); err == nil || !strings.Contains(err.Error(), "no completion") {
+		t.Errorf("unknown task: %v", err)
+	}
+	if _, err := r.cli("history", "t1", "--policy", "last"); err == nil || !strings.Contains(err.Error(), "unknown policy") {
+		t.Errorf("bad policy: %v", err)
+	}
+	if _, err := r.cli("history"); err == nil || !strings.Contains(err.Error(), "usage") {
+		t.Errorf("no task: %v", err)
+	}
+}
+
+func TestDeadLettersCommand(t *testing.T) {
+	t.Parallel()
+	r := startService(t)
+	if out, err := r.cli("dead-letters", "list"); err != nil || !strings.Contains(out, "no dead letters") {
+		t.Fatalf("empty list: %q %v", out, err)
+	}
+	nc, _ := testenv.ConnectURL(t, r.cfg.NATSURL)
+	if err := nc.Publish(r.cfg.SubjectPrefix+".tallyfy", []byte("not json")); err != nil {
+		t.Fatal(err)
+	}
+	r.post(t, `{"event":"task.completed","task_id":"t1","completed_at":"2024-01-15T10:30:00Z"}`)
+	r.waitProjected(t)
+
+	out, err := r.cli("dead-letters", "list")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(out, "body is not valid JSON") != len(projections.All) {
+		t.Errorf("want one dead letter per projection:\n%s", out)
+	}
+	out, err = r.cli("dead-letters", "list", "--json")
+	var views []struct {
+		ID   int64  `json:"id"`
+		Body string `json:"body"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &views) != nil || len(views) != 3 || views[0].Body != "not json" {
+		t.Fatalf("list --json: %v %+v\n%s", err, views, out)
+	}
+	if _, err := r.cli("dead-letters", "retry", "1"); err == nil || !strings.Contains(err.Error(), "still fails") {
+		t.Errorf("retry of an undecodable event: %v", err)
+	}
+	if _, err := r.cli("dead-letters", "retry", "999"); err == nil || !strings.Contains(err.Error(), "no such dead letter") {
+		t.Errorf("retry of an unknown id: %v", err)
+	}
+	if _, err := r.cli("dead-letters", "retry", "x"); err == nil || !strings.Contains(err.Error(), "not a number") {
+		t.Errorf("retry of a bad id: %v", err)
+	}
+	if _, err := r.cli("dead-letters", "purge"); err == nil || !strings.Contains(err.Error(), "usage") {
+		t.Errorf("unknown subcommand: %v", err)
+	}
+}
+
+func TestReplayCommand(t *testing.T) {
+	t.Parallel()
+	r := startService(t)
+	for _, at := range []string{"2024-01-15T10:30:00Z", "2024-01-14T10:30:00Z"} {
+		r.post(t, `{"event":"task.completed","task_id":"t1","completed_at":"`+at+`"}`)
+	}
+	r.waitProjected(t)
+	before := testenv.Rows(t, r.svc.Pool(), "SELECT * FROM completions_first.completions")
+	if _, err := r.svc.Pool().Exec(context.Background(), "TRUNCATE completions_first.completions"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.cli("replay", "--projection", "completions_first"); err != nil {
+		t.Fatal(err)
+	}
+	if after := testenv.Rows(t, r.svc.Pool(), "SELECT * FROM completions_first.completions"); len(after) != 1 ||
+		len(before) != 1 || after[0][2] != before[0][2] {
+		t.Errorf("replayed %v, want %v", after, before)
+	}
+	if _, err := r.cli("replay", "--projection", "nope"); err == nil || !strings.Contains(err.Error(), "usage") {
+		t.Errorf("unknown projection: %v", err)
+	}
+}
+
+func TestBenchCommand(t *testing.T) {
+	dbURL := testenv.NewDatabase(t)
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"bench", "--events", "300", "--concurrency", "4",
+		"-database-url", dbURL, "-nats-sync", "1s"}, &out, io.Discard)
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{"JetStream publish, raw (ceiling)", "Postgres COPY, raw (ceiling)",
+		"Webhook ingest over HTTP", "Projections, 3 policies", "0 other", "caught up"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("bench output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if err := run(context.Background(), []string{"bench", "--events", "0"}, io.Discard, io.Discard); err == nil {
+		t.Error("bench accepted zero events")
+	}
+}
+
+func TestRenderProgress(t *testing.T) {
+	t.Parallel()
+	start := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	line := renderProgress(consumers.Progress{Projection: "completions_all", Applied: 250, Target: 1000, Started: start},
+		start.Add(10*time.Second))
+	for _, want := range []string{"\rcompletions_all [=======", " 25.0% 250/1000", "25 events/s", "ETA 30s"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("%q lacks %q", line, want)
+		}
+	}
+	done := renderProgress(consumers.Progress{Projection: "p", Applied: 5, Target: 5, Started: start, Done: true}, start.Add(time.Second))
+	if !strings.Contains(done, "100.0%") || !strings.HasSuffix(done, "rebuilt and swapped in\n") {
+		t.Errorf("final line %q", done)
+	}
+	empty := renderProgress(consumers.Progress{Projection: "p", Started: start, Done: true}, start)
+	if !strings.Contains(empty, "100.0% 0/0") {
+		t.Errorf("empty stream line %q", empty)
+	}
+}
+
