@@ -184,6 +184,7 @@ func TestStreamOutageAnswers503AndRecovers(t *testing.T) {
 		c.NATSURL = srv.URL()
 		c.PublishTimeout = 500 * time.Millisecond
 	})
+	b.svc.Start()
 	if r := b.post(t, "tallyfy", completion("before", "2024-01-15T10:30:00Z")); r.Status != http.StatusAccepted {
 		t.Fatalf("before the outage: %+v", r)
 	}
@@ -210,6 +211,17 @@ func TestStreamOutageAnswers503AndRecovers(t *testing.T) {
 	}
 	if n := b.messages(t); n != 2 {
 		t.Errorf("stream holds %d events, want 2 (the one before the outage survived the restart)", n)
+	}
+	// The projection consumers recover by themselves too, and apply both.
+	b.waitCaughtUp(t)
+	for _, task := range []string{"before", "during"} {
+		var h struct {
+			Completions []struct{} `json:"completions"`
+		}
+		getJSON(t, b.url+"/v1/tasks/"+task+"/completions", &h)
+		if len(h.Completions) != 1 {
+			t.Errorf("%s has %d completions after the outage, want 1", task, len(h.Completions))
+		}
 	}
 }
 
