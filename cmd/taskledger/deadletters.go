@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -68,9 +67,7 @@ func deadLetters(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		views = append(views, api.ViewDeadLetter(d))
 	}
 	if asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(views)
+		return printJSON(stdout, views)
 	}
 	if len(views) == 0 {
 		fmt.Fprintln(stdout, "no dead letters")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -45,9 +44,7 @@ func history(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	view := api.ViewHistory(h)
 	if asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(view)
+		return printJSON(stdout, view)
 	}
 	state := "not reopened"
 	if view.Reopened {

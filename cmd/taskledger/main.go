@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -103,6 +104,13 @@ func loadConfigWithArgs(name string, args []string, stderr io.Writer, extra func
 		return cfg, nil, fmt.Errorf("invalid configuration:\n%w", err)
 	}
 	return cfg, positional, nil
+}
+
+// printJSON writes v as indented JSON, as the commands' --json flags do.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 // isTerminal reports whether w is a terminal.
