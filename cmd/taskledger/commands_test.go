@@ -238,4 +238,3 @@ func TestRenderProgress(t *testing.T) {
 		t.Errorf("empty stream line %q", empty)
 	}
 }
-
