@@ -229,3 +229,21 @@ func TestProcessHistoriesPaginate(t *testing.T) {
 		t.Errorf("pages gave %v", seen)
 	}
 }
+
+func TestSweepForgetsOnlyKeysPastRetention(t *testing.T) {
+	t.Parallel()
+	pool := testenv.NewMigratedPool(t)
+	ctx := context.Background()
+	p := projections.ForPolicy(domain.PolicyFirst)
+	applyBatch(t, pool, p, []domain.Recorded{completed(1, "a1", 1), completed(2, "a2", 1)})
+	if _, err := pool.Exec(ctx, `UPDATE completions_first.seen_keys SET seen_at = now() - interval '8 days' WHERE stream_seq = 1`); err != nil {
+		t.Fatal(err)
+	}
+	if err := projections.SweepSeenKeys(ctx, pool, p.Name, 7*24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	rows := testenv.Rows(t, pool, "SELECT stream_seq FROM completions_first.seen_keys")
+	if len(rows) != 1 || rows[0][0] != int64(2) {
+		t.Errorf("seen keys after the sweep: %v, want only seq 2", rows)
+	}
+}
