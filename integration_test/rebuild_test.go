@@ -148,6 +148,16 @@ func TestRebuildMatchesLiveTablesWhileQueriesKeepAnswering(t *testing.T) {
 		}
 		t.Logf("%s rebuilt (state rebuilding observed: %v)", p.Name, sawRebuilding)
 	}
+	// The live consumers, whose sessions prepared their statements against
+	// the replaced tables, keep applying to the new ones.
+	b.ingest(t, []string{completion(tasks[0], "2031-01-01T00:00:00Z")})
+	b.waitCaughtUp(t)
+	for _, p := range projections.All {
+		rows := testenv.Rows(t, b.svc.Pool(), "SELECT 1 FROM "+p.Name+".completions WHERE task_id = $1 AND completed_at >= '2031-01-01'", tasks[0])
+		if want := p.Name != "completions_first"; (len(rows) == 1) != want {
+			t.Errorf("%s after the swap: %d rows of the new completion", p.Name, len(rows))
+		}
+	}
 }
 
 func TestInterruptedRebuildLeavesLiveTablesAndRerunSucceeds(t *testing.T) {
