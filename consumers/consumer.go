@@ -190,14 +190,29 @@ func (c *Consumer) resetConsumer(ctx context.Context, startSeq uint64) (jetstrea
 // would skip it for good.
 var errDeliveryGap = errors.New("gap in consumer deliveries")
 
-// fetch returns up to n messages in delivery order, failing on a fetch
-// error or a gap in the consumer sequence.
+// fetch waits up to wait for a message, then takes whatever else is
+// already there, up to n in all: a lone event is applied at once, and a
+// backlog in full batches. It fails on a fetch error or a gap in the
+// consumer sequence.
 func fetch(cons jetstream.Consumer, n int, wait time.Duration, lastDelivery *uint64) ([]jetstream.Msg, error) {
-	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(wait))
+	first, err := cons.Fetch(1, jetstream.FetchMaxWait(wait))
 	if err != nil {
 		return nil, fmt.Errorf("fetch: %w", err)
 	}
-	var msgs []jetstream.Msg
+	msgs, err := collect(first, lastDelivery, nil)
+	if err != nil || len(msgs) == 0 || n == 1 {
+		return msgs, err
+	}
+	rest, err := cons.FetchNoWait(n - 1)
+	if err != nil {
+		return nil, fmt.Errorf("fetch: %w", err)
+	}
+	return collect(rest, lastDelivery, msgs)
+}
+
+// collect appends batch's messages to msgs, checking that deliveries follow
+// each other without a gap.
+func collect(batch jetstream.MessageBatch, lastDelivery *uint64, msgs []jetstream.Msg) ([]jetstream.Msg, error) {
 	for m := range batch.Messages() {
 		meta, err := m.Metadata()
 		if err != nil {

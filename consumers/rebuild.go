@@ -102,7 +102,13 @@ func (rb *Rebuilder) Start(ctx context.Context, proj projections.Projection) (_ 
 // returns. If it fails or ctx ends first, the live tables are untouched and
 // the next rebuild starts clean.
 func (b *Rebuild) Run(ctx context.Context, report func(Progress)) error {
-	defer b.conn.Close(context.WithoutCancel(ctx))
+	defer func() {
+		// Unlock explicitly: a closed connection's backend, and with it the
+		// lock, may outlive Close for a moment.
+		ctx := context.WithoutCancel(ctx)
+		_, _ = b.conn.Exec(ctx, "SELECT pg_advisory_unlock($1, hashtext($2))", LockClassRebuild, b.proj.Name)
+		b.conn.Close(ctx)
+	}()
 	opts := b.rb.opts
 	cons, err := b.rb.js.OrderedConsumer(ctx, opts.Stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{opts.FilterSubject},

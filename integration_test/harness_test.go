@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -16,11 +17,13 @@ import (
 	"github.com/taskledger/taskledger/internal/config"
 	"github.com/taskledger/taskledger/internal/service"
 	"github.com/taskledger/taskledger/internal/testenv"
+	"github.com/taskledger/taskledger/projections"
 )
 
 // bundle is one test's running taskledger: its HTTP API and its stream.
 type bundle struct {
 	env    *testenv.Env
+	cfg    config.Config
 	svc    *service.Service
 	url    string
 	js     jetstream.JetStream
@@ -28,7 +31,8 @@ type bundle struct {
 }
 
 // setup starts taskledger on a private database and stream; adjust may
-// change the configuration first.
+// change the configuration first. The projection consumers are not
+// started: see setupRunning.
 func setup(t testing.TB, adjust func(*config.Config)) *bundle {
 	t.Helper()
 	env := testenv.New(t)
@@ -42,9 +46,36 @@ func setup(t testing.TB, adjust func(*config.Config)) *bundle {
 	// Registered first so that it runs last, after the service has closed.
 	_, js := testenv.ConnectURL(t, cfg.NATSURL)
 	env.DeleteStreamOnCleanup(t, js)
+	svc, url := openService(t, cfg)
+	return &bundle{env: env, cfg: cfg, svc: svc, url: url, js: js, stream: cfg.Stream}
+}
+
+// setupRunning is setup with the projection consumers running, so that
+// ingested events reach the query API.
+func setupRunning(t testing.TB, adjust func(*config.Config)) *bundle {
+	t.Helper()
+	b := setup(t, adjust)
+	b.svc.Start()
+	return b
+}
+
+// replica opens a second taskledger on b's database and stream, as another
+// worker replica would. Its consumers are not started.
+func (b *bundle) replica(t testing.TB) *bundle {
+	t.Helper()
+	svc, url := openService(t, b.cfg)
+	r := *b
+	r.svc, r.url = svc, url
+	return &r
+}
+
+// openService opens taskledger with cfg and serves its API over HTTP until
+// t ends. Closing the service earlier is fine: Close may be called twice.
+func openService(t testing.TB, cfg config.Config) (*service.Service, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	svc, err := service.Open(ctx, cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
+	svc, err := service.Open(ctx, cfg, testLogger(t))
 	if err != nil {
 		t.Fatalf("open service: %v", err)
 	}
@@ -53,7 +84,79 @@ func setup(t testing.TB, adjust func(*config.Config)) *bundle {
 		srv.Close()
 		svc.Close()
 	})
-	return &bundle{env: env, svc: svc, url: srv.URL, js: js, stream: cfg.Stream}
+	return svc, srv.URL
+}
+
+// waitLimit bounds every wait for the asynchronous pipeline. It is generous
+// because a wait that succeeds returns at once; no test asserts how soon.
+const waitLimit = 20 * time.Second
+
+// eventually polls cond until it holds, failing t with what when it has not
+// held within waitLimit.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up after %v waiting for %s", waitLimit, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitApplied waits until every projection's checkpoint reaches seq.
+func (b *bundle) waitApplied(t testing.TB, seq uint64) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("every projection to apply seq %d", seq), func() bool { return b.applied(t, seq) })
+}
+
+// applied reports whether every projection's checkpoint has reached seq.
+func (b *bundle) applied(t testing.TB, seq uint64) bool {
+	t.Helper()
+	for _, p := range projections.All {
+		if b.checkpoint(t, p.Name) < seq {
+			return false
+		}
+	}
+	return true
+}
+
+// checkpoint reads a projection's checkpoint from the database.
+func (b *bundle) checkpoint(t testing.TB, projection string) uint64 {
+	t.Helper()
+	cp, err := projections.Checkpoint(context.Background(), b.svc.Pool(), projection)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cp
+}
+
+// lastSeq is the sequence of the last event in the test's stream.
+func (b *bundle) lastSeq(t testing.TB) uint64 {
+	t.Helper()
+	return b.streamState(t).LastSeq
+}
+
+// publishRaw stores body in the stream directly, bypassing ingest and its
+// validation, as another tool writing to the stream could; it returns the
+// stream sequence.
+func (b *bundle) publishRaw(t testing.TB, source string, body []byte) uint64 {
+	t.Helper()
+	ack, err := b.js.Publish(context.Background(), b.env.SubjectPrefix+"."+source, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ack.Sequence
+}
+
+// get sends a GET to path on the API and decodes the answer.
+func (b *bundle) get(t *testing.T, path string) reply {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, b.url+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return do(t, req)
 }
 
 type reply struct {
@@ -63,6 +166,7 @@ type reply struct {
 	DedupKey  string `json:"dedup_key"`
 	Duplicate bool   `json:"duplicate"`
 	State     string `json:"status"`
+	Resolved  bool   `json:"resolved"` // a dead-letter retry's answer
 	Error     struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
@@ -102,6 +206,11 @@ func do(t *testing.T, req *http.Request) reply {
 // messages is the number of events stored in the test's stream.
 func (b *bundle) messages(t testing.TB) uint64 {
 	t.Helper()
+	return b.streamState(t).Msgs
+}
+
+func (b *bundle) streamState(t testing.TB) jetstream.StreamState {
+	t.Helper()
 	s, err := b.js.Stream(context.Background(), b.stream)
 	if err != nil {
 		t.Fatal(err)
@@ -110,12 +219,33 @@ func (b *bundle) messages(t testing.TB) uint64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return info.State.Msgs
+	return info.State
 }
 
 func completion(task, at string) string {
-	return `{"event":"task.completed","task_id":"` + task + `","process_id":"p1","completed_at":"` + at +
-		`","completed_by":"user@example.com"}`
+	return completionOf(task, "p1", at, "user@example.com")
+}
+
+// completionOf is a task.completed body with every field chosen.
+func completionOf(task, process, at, by string) string {
+	return fmt.Sprintf(`{"event":"task.completed","task_id":%q,"process_id":%q,"completed_at":%q,"completed_by":%q}`,
+		task, process, at, by)
+}
+
+// reopen is a task.reopened body.
+func reopen(task, at string) string {
+	return fmt.Sprintf(`{"event":"task.reopened","task_id":%q,"reopened_at":%q}`, task, at)
+}
+
+// accept posts body from tallyfy, fails unless it is stored as a new event,
+// and returns its stream sequence.
+func (b *bundle) accept(t *testing.T, body string) uint64 {
+	t.Helper()
+	r := b.post(t, "tallyfy", body)
+	if r.Status != http.StatusAccepted {
+		t.Fatalf("post %s: %+v, want 202", body, r)
+	}
+	return r.StreamSeq
 }
 
 func getJSON(t *testing.T, url string, v any) {

@@ -40,32 +40,10 @@ func (b *bundle) ingest(t *testing.T, bodies []string) {
 	wg.Wait()
 }
 
-// waitCaughtUp waits until every projection's checkpoint reaches the
-// stream's last sequence.
+// waitCaughtUp waits until every projection has applied the whole stream.
 func (b *bundle) waitCaughtUp(t *testing.T) {
 	t.Helper()
-	s, err := b.js.Stream(context.Background(), b.stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for range 600 {
-		info, err := s.Info(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		caughtUp := true
-		for _, p := range projections.All {
-			cp, err := projections.Checkpoint(context.Background(), b.svc.Pool(), p.Name)
-			if err != nil || cp < info.State.LastSeq {
-				caughtUp = false
-			}
-		}
-		if caughtUp {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatal("projections did not catch up with the stream")
+	b.waitApplied(t, b.lastSeq(t))
 }
 
 // snapshot is a projection's read model and checkpoint, row for row.

@@ -223,7 +223,14 @@ func ConnectURL(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
 // NewMigratedPool returns a pool on a fresh, migrated database for t.
 func NewMigratedPool(t testing.TB) *pgxpool.Pool {
 	t.Helper()
-	pool, err := postgres.Open(context.Background(), NewDatabase(t))
+	return MigratedPool(t, NewDatabase(t))
+}
+
+// MigratedPool migrates the database at databaseURL and returns a pool on
+// it, closed when t ends.
+func MigratedPool(t testing.TB, databaseURL string) *pgxpool.Pool {
+	t.Helper()
+	pool, err := postgres.Open(context.Background(), databaseURL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,243 @@
+package consumers
+
+import (
+	"context"
+	"reflect"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/taskledger/taskledger/domain"
+	"github.com/taskledger/taskledger/eventlog"
+	"github.com/taskledger/taskledger/internal/testenv"
+	"github.com/taskledger/taskledger/projections"
+)
+
+// testStream is a private event stream and migrated database for one test.
+type testStream struct {
+	js   jetstream.JetStream
+	cfg  eventlog.StreamConfig
+	pool *pgxpool.Pool
+	opts Options
+}
+
+func newTestStream(t *testing.T) *testStream {
+	t.Helper()
+	env := testenv.New(t)
+	_, js := testenv.ConnectURL(t, env.NATSURL)
+	env.DeleteStreamOnCleanup(t, js)
+	cfg := eventlog.StreamConfig{Name: env.Stream, SubjectPrefix: env.SubjectPrefix, DuplicateWindow: time.Minute}
+	if _, err := eventlog.EnsureStream(context.Background(), js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	return &testStream{js: js, cfg: cfg, pool: testenv.MigratedPool(t, env.DatabaseURL), opts: Options{
+		Stream: cfg.Name, FilterSubject: cfg.SubjectPrefix + ".>",
+		BatchSize: 2, FetchWait: 100 * time.Millisecond, StandbyPoll: 100 * time.Millisecond,
+	}}
+}
+
+// publish stores body from source tallyfy as ingest would, with its
+// derived dedup key, or raw when it is not a valid event. It returns the
+// stream sequence.
+func (s *testStream) publish(t *testing.T, body string) uint64 {
+	t.Helper()
+	subject := s.cfg.Subject("tallyfy")
+	var ack *jetstream.PubAck
+	var err error
+	if ev, parseErr := domain.ParseEvent("tallyfy", []byte(body)); parseErr != nil {
+		ack, err = s.js.Publish(context.Background(), subject, []byte(body))
+	} else {
+		key, keyErr := domain.DeriveDedupKey(ev, domain.KeyHeaders{})
+		if keyErr != nil {
+			t.Fatal(keyErr)
+		}
+		rec := eventlog.Record{Source: "tallyfy", Key: key, Body: []byte(body), ReceivedAt: time.Now()}
+		ack, err = s.js.PublishMsg(context.Background(), rec.Message(subject))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ack.Sequence
+}
+
+// consumers returns a consumer of every projection.
+func (s *testStream) consumers(t *testing.T) []*Consumer {
+	var cs []*Consumer
+	for _, p := range projections.All {
+		cs = append(cs, New(p, s.pool, s.js, s.opts, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)))
+	}
+	return cs
+}
+
+// runUntilApplied runs a consumer of every projection until each
+// checkpoint reaches seq, then stops them.
+func (s *testStream) runUntilApplied(t *testing.T, seq uint64) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var running sync.WaitGroup
+	defer running.Wait()
+	defer cancel()
+	for _, c := range s.consumers(t) {
+		running.Go(func() { c.Run(ctx) })
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		done := true
+		for _, p := range projections.All {
+			if cp := s.checkpoint(t, p.Name); cp < seq {
+				done = false
+			}
+		}
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the consumers did not apply through seq %d", seq)
+		}
+	}
+}
+
+func (s *testStream) checkpoint(t *testing.T, projection string) uint64 {
+	t.Helper()
+	cp, err := projections.Checkpoint(context.Background(), s.pool, projection)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cp
+}
+
+// redeliver fetches every message of the stream again, as a consumer whose
+// acknowledgements were lost would get them.
+func (s *testStream) redeliver(t *testing.T) []jetstream.Msg {
+	t.Helper()
+	ctx := context.Background()
+	stream, err := s.js.Stream(ctx, s.cfg.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := s.js.OrderedConsumer(ctx, s.cfg.Name, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []jetstream.Msg
+	for uint64(len(msgs)) < info.State.Msgs {
+		batch, err := cons.Fetch(int(info.State.Msgs)-len(msgs), jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := len(msgs)
+		for m := range batch.Messages() {
+			msgs = append(msgs, m)
+		}
+		if err := batch.Error(); err != nil || len(msgs) == n {
+			t.Fatalf("redelivery stopped after %d of %d messages: %v", len(msgs), info.State.Msgs, err)
+		}
+	}
+	return msgs
+}
+
+// snapshot is every projection's tables and the dead letters, row for
+// row, by table name.
+func (s *testStream) snapshot(t *testing.T) map[string][][]any {
+	t.Helper()
+	queries := map[string]string{"dead_letters": "SELECT * FROM dead_letters ORDER BY id"}
+	for _, p := range projections.All {
+		queries[p.Name+".completions"] = "SELECT * FROM " + p.Name + ".completions ORDER BY task_id, completed_at"
+		queries[p.Name+".task_state"] = "SELECT * FROM " + p.Name + ".task_state ORDER BY task_id"
+		queries[p.Name+".checkpoint"] = "SELECT * FROM " + p.Name + ".checkpoint"
+		queries[p.Name+".seen_keys"] = "SELECT * FROM " + p.Name + ".seen_keys ORDER BY dedup_key"
+	}
+	out := map[string][][]any{}
+	for table, query := range queries {
+		out[table] = testenv.Rows(t, s.pool, query)
+	}
+	return out
+}
+
+// changedTables names the tables whose rows differ between two snapshots.
+func changedTables(before, after map[string][][]any) []string {
+	var changed []string
+	for table, rows := range before {
+		if !reflect.DeepEqual(rows, after[table]) {
+			changed = append(changed, table)
+		}
+	}
+	slices.Sort(changed)
+	return changed
+}
+
+// deadLetterAttempts lists each dead letter's attempts, by id.
+func (s *testStream) deadLetterAttempts(t *testing.T) []int32 {
+	t.Helper()
+	var out []int32
+	for _, r := range testenv.Rows(t, s.pool, "SELECT attempts FROM dead_letters ORDER BY id") {
+		out = append(out, r[0].(int32))
+	}
+	return out
+}
+
+// applyAgain hands msgs to a fresh consumer of every projection, on a
+// session of its own, as one batch.
+func (s *testStream) applyAgain(t *testing.T, msgs []jetstream.Msg) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig.Copy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for _, c := range s.consumers(t) {
+		if err := c.applyBatch(ctx, conn, msgs); err != nil {
+			t.Fatalf("%s: %v", c.proj.Name, err)
+		}
+	}
+}
+
+func TestRedeliveryAfterCommitIsNotAppliedTwice(t *testing.T) {
+	t.Parallel()
+	s := newTestStream(t)
+	s.publish(t, "not json")
+	var last uint64
+	for _, at := range []string{"2024-01-15T10:30:00Z", "2024-01-16T10:30:00Z", "2024-01-14T10:30:00Z"} {
+		s.publish(t, `{"event":"task.completed","task_id":"t1","completed_at":"`+at+`"}`)
+		last = s.publish(t, `{"event":"task.completed","task_id":"t2","completed_at":"`+at+`"}`)
+	}
+	s.runUntilApplied(t, last)
+	before := s.snapshot(t)
+	if got := s.deadLetterAttempts(t); !reflect.DeepEqual(got, []int32{1, 1, 1}) {
+		t.Fatalf("dead letter attempts %v, want the poison message once per projection", got)
+	}
+
+	// The whole stream comes back, as if no acknowledgement had arrived.
+	s.applyAgain(t, s.redeliver(t))
+	if got := s.deadLetterAttempts(t); !reflect.DeepEqual(got, []int32{1, 1, 1}) {
+		t.Errorf("dead letter attempts %v after the redelivery, want still 1", got)
+	}
+	if changed := changedTables(before, s.snapshot(t)); len(changed) > 0 {
+		t.Errorf("a redelivered batch changed %v", changed)
+	}
+
+	// A redelivery that reaches past the checkpoint applies only what is new.
+	next := s.publish(t, `{"event":"task.completed","task_id":"t3","completed_at":"2024-01-15T10:30:00Z"}`)
+	s.applyAgain(t, s.redeliver(t))
+	for _, p := range projections.All {
+		if cp := s.checkpoint(t, p.Name); cp != next {
+			t.Errorf("%s checkpoint %d, want %d", p.Name, cp, next)
+		}
+		if rows := testenv.Rows(t, s.pool, "SELECT 1 FROM "+p.Name+".completions WHERE task_id = 't3'"); len(rows) != 1 {
+			t.Errorf("%s holds %d completions of the new event, want 1", p.Name, len(rows))
+		}
+	}
+	if got := s.deadLetterAttempts(t); !reflect.DeepEqual(got, []int32{1, 1, 1}) {
+		t.Errorf("dead letter attempts %v after a redelivery past the checkpoint, want still 1", got)
+	}
+}
