@@ -26,7 +26,7 @@ fuzz: ## fuzz the webhook parser and dedup-key derivation for 60s
 	$(GO) test ./domain -run '^$$' -fuzz FuzzParseAndKey -fuzztime 60s
 
 bench: ## run the Go benchmarks against real Postgres and JetStream
-	$(GO) test -run '^$$' -bench . -benchtime 3x $(PKGS)
+	$(GO) test -run '^$$' -bench . $(PKGS)
 
 lint: ## gofmt, go vet and staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
