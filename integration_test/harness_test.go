@@ -73,9 +73,15 @@ func (b *bundle) replica(t testing.TB) *bundle {
 // t ends. Closing the service earlier is fine: Close may be called twice.
 func openService(t testing.TB, cfg config.Config) (*service.Service, string) {
 	t.Helper()
+	return openServiceWith(t, cfg, testLogger(t))
+}
+
+// openServiceWith is openService logging to log.
+func openServiceWith(t testing.TB, cfg config.Config, log zerolog.Logger) (*service.Service, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	svc, err := service.Open(ctx, cfg, testLogger(t))
+	svc, err := service.Open(ctx, cfg, log)
 	if err != nil {
 		t.Fatalf("open service: %v", err)
 	}
