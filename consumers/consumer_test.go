@@ -13,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/taskledger/taskledger/domain"
 	"github.com/taskledger/taskledger/eventlog"
 	"github.com/taskledger/taskledger/internal/testenv"
 	"github.com/taskledger/taskledger/projections"
@@ -37,7 +36,7 @@ func newTestStream(t *testing.T) *testStream {
 		t.Fatal(err)
 	}
 	return &testStream{js: js, cfg: cfg, pool: testenv.MigratedPool(t, env.DatabaseURL), opts: Options{
-		Stream: cfg.Name, FilterSubject: cfg.SubjectPrefix + ".>",
+		Stream: cfg.Name, FilterSubject: cfg.AllSubjects(),
 		BatchSize: 2, FetchWait: 100 * time.Millisecond, StandbyPoll: 100 * time.Millisecond,
 	}}
 }
@@ -50,14 +49,9 @@ func (s *testStream) publish(t *testing.T, body string) uint64 {
 	subject := s.cfg.Subject("tallyfy")
 	var ack *jetstream.PubAck
 	var err error
-	if ev, parseErr := domain.ParseEvent("tallyfy", []byte(body)); parseErr != nil {
+	if rec, invalid := eventlog.NewRecord("tallyfy", []byte(body), time.Now()); invalid != nil {
 		ack, err = s.js.Publish(context.Background(), subject, []byte(body))
 	} else {
-		key, keyErr := domain.DeriveDedupKey(ev, domain.KeyHeaders{})
-		if keyErr != nil {
-			t.Fatal(keyErr)
-		}
-		rec := eventlog.Record{Source: "tallyfy", Key: key, Body: []byte(body), ReceivedAt: time.Now()}
 		ack, err = s.js.PublishMsg(context.Background(), rec.Message(subject))
 	}
 	if err != nil {

@@ -33,6 +33,21 @@ type Record struct {
 	RequestHeaders map[string]string
 }
 
+// NewRecord makes the record of body from source as ingest would for a
+// delivery without key headers: validated, with its event_id or derived
+// dedup key.
+func NewRecord(source string, body []byte, receivedAt time.Time) (Record, error) {
+	ev, err := domain.ParseEvent(source, body)
+	if err != nil {
+		return Record{}, err
+	}
+	key, err := domain.DeriveDedupKey(ev, domain.KeyHeaders{})
+	if err != nil {
+		return Record{}, err
+	}
+	return Record{Source: source, Key: key, Body: body, ReceivedAt: receivedAt}, nil
+}
+
 // Message is the NATS message that stores r on subject.
 func (r Record) Message(subject string) *nats.Msg {
 	m := nats.NewMsg(subject)

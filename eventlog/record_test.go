@@ -78,3 +78,16 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestNewRecordValidatesAndKeys(t *testing.T) {
+	t.Parallel()
+	body := []byte(`{"event":"task.completed","task_id":"t1","completed_at":"2024-01-15T10:30:00Z","event_id":"e-7"}`)
+	rec, err := NewRecord("tallyfy", body, time.Now())
+	if err != nil || rec.Key.Value != "tallyfy:e-7" || rec.Source != "tallyfy" || string(rec.Body) != string(body) {
+		t.Errorf("NewRecord = %+v, %v", rec, err)
+	}
+	var ve *domain.ValidationError
+	if _, err := NewRecord("tallyfy", []byte(`{"event":"task.completed"}`), time.Now()); !errors.As(err, &ve) {
+		t.Errorf("invalid body: %v, want a *domain.ValidationError", err)
+	}
+}

@@ -20,6 +20,10 @@ type StreamConfig struct {
 // Subject is the subject of events from source.
 func (c StreamConfig) Subject(source string) string { return c.SubjectPrefix + "." + source }
 
+// AllSubjects matches the events of every source: the stream's subjects,
+// and the filter of the consumers that read them all.
+func (c StreamConfig) AllSubjects() string { return c.SubjectPrefix + ".>" }
+
 // EnsureStream creates the stream or updates it to match c. It is file
 // backed and keeps every event (unless MaxAge is set) so that projections
 // can be rebuilt from sequence 1.
@@ -27,7 +31,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (
 	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        c.Name,
 		Description: "taskledger webhook events",
-		Subjects:    []string{c.SubjectPrefix + ".>"},
+		Subjects:    []string{c.AllSubjects()},
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,

@@ -39,12 +39,10 @@ func BenchmarkRebuild(b *testing.B) {
 
 	start := time.Now()
 	for _, body := range traffic.Bodies {
-		ev, err := domain.ParseEvent("bench", []byte(body))
+		rec, err := eventlog.NewRecord("bench", []byte(body), time.Now())
 		if err != nil {
 			b.Fatal(err)
 		}
-		key, _ := domain.DeriveDedupKey(ev, domain.KeyHeaders{})
-		rec := eventlog.Record{Source: "bench", Key: key, Body: []byte(body), ReceivedAt: time.Now()}
 		if _, err := bd.js.PublishMsgAsync(rec.Message(bd.env.SubjectPrefix + ".bench")); err != nil {
 			b.Fatal(err)
 		}
@@ -72,7 +70,7 @@ func BenchmarkRebuild(b *testing.B) {
 
 	p := projections.ForPolicy(domain.PolicyAll)
 	rebuilder := consumers.NewRebuilder(bd.svc.Pool(), bd.js, consumers.RebuildOptions{
-		Stream: bd.stream, FilterSubject: bd.env.SubjectPrefix + ".>", BatchSize: 5000, FetchWait: 200 * time.Millisecond,
+		Stream: bd.stream, FilterSubject: bd.allSubjects(), BatchSize: 5000, FetchWait: 200 * time.Millisecond,
 	}, testLogger(b))
 	b.ResetTimer()
 	for b.Loop() {

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/taskledger/taskledger/eventlog"
 	"github.com/taskledger/taskledger/internal/config"
 	"github.com/taskledger/taskledger/internal/service"
 	"github.com/taskledger/taskledger/internal/testenv"
@@ -207,6 +208,11 @@ func do(t *testing.T, req *http.Request) reply {
 		t.Fatalf("%s %s: status %d, body not JSON: %q", req.Method, req.URL.Path, resp.StatusCode, raw)
 	}
 	return r
+}
+
+// allSubjects is the filter matching every event of the test's stream.
+func (b *bundle) allSubjects() string {
+	return eventlog.StreamConfig{SubjectPrefix: b.env.SubjectPrefix}.AllSubjects()
 }
 
 // messages is the number of events stored in the test's stream.

@@ -148,7 +148,7 @@ func TestInterruptedRebuildLeavesLiveTablesAndRerunSucceeds(t *testing.T) {
 	before := b.snapshot(t, p)
 
 	rebuilder := consumers.NewRebuilder(b.svc.Pool(), b.js, consumers.RebuildOptions{
-		Stream: b.stream, FilterSubject: b.env.SubjectPrefix + ".>", BatchSize: 100, FetchWait: time.Second,
+		Stream: b.stream, FilterSubject: b.allSubjects(), BatchSize: 100, FetchWait: time.Second,
 	}, testLogger(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	rb, err := rebuilder.Start(ctx, p)

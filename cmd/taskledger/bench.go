@@ -19,7 +19,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/taskledger/taskledger/domain"
 	"github.com/taskledger/taskledger/eventlog"
 	"github.com/taskledger/taskledger/internal/config"
 	"github.com/taskledger/taskledger/internal/loadgen"
@@ -163,12 +162,11 @@ func publishCeiling(ctx context.Context, js jetstream.JetStream, cfg config.Conf
 	defer js.DeleteStream(context.WithoutCancel(ctx), scratch.Name) //nolint:errcheck // best effort
 	msgs := make([]eventlog.Record, 0, len(bodies))
 	for _, body := range bodies {
-		ev, err := domain.ParseEvent("bench", []byte(body))
+		rec, err := eventlog.NewRecord("bench", []byte(body), time.Now())
 		if err != nil {
 			return rate{}, err
 		}
-		key, _ := domain.DeriveDedupKey(ev, domain.KeyHeaders{})
-		msgs = append(msgs, eventlog.Record{Source: "bench", Key: key, Body: []byte(body), ReceivedAt: time.Now()})
+		msgs = append(msgs, rec)
 	}
 	var publishErr error
 	var mu sync.Mutex

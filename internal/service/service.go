@@ -85,7 +85,7 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (_ *Servic
 	for _, p := range projections.All {
 		s.consumers = append(s.consumers, consumers.New(p, s.pool, s.js, consumers.Options{
 			Stream:         cfg.Stream,
-			FilterSubject:  cfg.SubjectPrefix + ".>",
+			FilterSubject:  s.streamConfig().AllSubjects(),
 			BatchSize:      cfg.BatchSize,
 			FetchWait:      time.Second,
 			StandbyPoll:    time.Second,
@@ -94,7 +94,7 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (_ *Servic
 	}
 	s.rebuilder = consumers.NewRebuilder(s.pool, s.js, consumers.RebuildOptions{
 		Stream:        cfg.Stream,
-		FilterSubject: cfg.SubjectPrefix + ".>",
+		FilterSubject: s.streamConfig().AllSubjects(),
 		BatchSize:     max(cfg.BatchSize, 5000),
 		FetchWait:     time.Second,
 	}, log)
