@@ -1,18 +1,11 @@
-// Package consumers feeds the event stream into the projections: one durable
-// JetStream pull consumer per projection, batches applied in one Postgres
-// transaction each, acknowledged only after commit.
-//
-// Ordering is what makes the checkpoint safe. Messages at or below a
-// projection's checkpoint are skipped, so a message must never be applied
-// after a later one has moved the checkpoint past it. The consumer therefore
-// handles one batch at a time and, on any error or any gap in delivery,
-// throws away what it fetched and recreates the durable consumer at
-// checkpoint+1: redeliveries never overtake.
+// Package consumers feeds the event stream into the projections: a Reader
+// per projection from its checkpoint, each batch applied in one Postgres
+// transaction that also moves the checkpoint. Reader states why that
+// applies every event exactly once.
 package consumers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -35,11 +28,8 @@ const (
 
 // Options configures a Consumer.
 type Options struct {
-	Stream        string        // stream name
-	FilterSubject string        // e.g. taskledger.events.>
-	BatchSize     int           // messages per fetch and transaction
-	FetchWait     time.Duration // how long a fetch waits for messages
-	StandbyPoll   time.Duration // how often a standby tries for the lock
+	ReadOptions               // what to read, batch bounds (one transaction each)
+	StandbyPoll time.Duration // how often a standby tries for the lock
 	// DedupRetention is how long seen dedup keys are kept; swept while
 	// active. Zero keeps them forever.
 	DedupRetention time.Duration
@@ -108,14 +98,14 @@ func (c *Consumer) runActive(ctx context.Context, out *outage) error {
 	if err != nil {
 		return err
 	}
-	cons, err := c.resetConsumer(ctx, checkpoint+1)
+	reader, err := OpenReader(ctx, c.js, c.opts.ReadOptions, checkpoint+1)
 	if err != nil {
 		return err
 	}
+	defer reader.Close()
 	out.recovered(c.log)
 	c.log.Info().Uint64("checkpoint", checkpoint).Msg("consumer active")
 
-	var lastDelivery uint64 // consumer sequence of the last message received
 	nextSweep := time.Now()
 	for ctx.Err() == nil {
 		if c.opts.DedupRetention > 0 && time.Now().After(nextSweep) {
@@ -124,15 +114,15 @@ func (c *Consumer) runActive(ctx context.Context, out *outage) error {
 			}
 			nextSweep = time.Now().Add(time.Hour)
 		}
-		msgs, err := fetch(cons, c.opts.BatchSize, c.opts.FetchWait, &lastDelivery)
+		batch, err := reader.Next(ctx)
 		if err != nil {
 			return err
 		}
-		if len(msgs) == 0 {
+		if len(batch.Entries) == 0 {
 			continue
 		}
-		// Finish the batch even when shutdown starts: commit, then ack.
-		if err := c.applyBatch(context.WithoutCancel(ctx), conn, msgs); err != nil {
+		// Finish the batch even when shutdown starts.
+		if err := c.applyBatch(context.WithoutCancel(ctx), conn, batch.Entries); err != nil {
 			return err
 		}
 		out.recovered(c.log)
@@ -163,116 +153,34 @@ func (c *Consumer) waitForLock(ctx context.Context, conn *pgx.Conn) error {
 	}
 }
 
-// resetConsumer recreates the projection's durable consumer to deliver from
-// startSeq, discarding whatever the previous one had in flight.
-func (c *Consumer) resetConsumer(ctx context.Context, startSeq uint64) (jetstream.Consumer, error) {
-	durable := "taskledger_" + c.proj.Name
-	if err := c.js.DeleteConsumer(ctx, c.opts.Stream, durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return nil, fmt.Errorf("reset consumer %s: %w", durable, err)
-	}
-	cons, err := c.js.CreateConsumer(ctx, c.opts.Stream, jetstream.ConsumerConfig{
-		Durable:       durable,
-		Description:   "taskledger projection " + c.proj.Name,
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:   startSeq,
-		AckPolicy:     jetstream.AckAllPolicy,
-		AckWait:       time.Minute,
-		MaxAckPending: 4 * c.opts.BatchSize,
-		FilterSubject: c.opts.FilterSubject,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("create consumer %s at seq %d: %w", durable, startSeq, err)
-	}
-	return cons, nil
-}
-
-// errDeliveryGap reports a delivery that never arrived; applying past it
-// would skip it for good.
-var errDeliveryGap = errors.New("gap in consumer deliveries")
-
-// fetch waits up to wait for a message, then takes whatever else is
-// already there, up to n in all: a lone event is applied at once, and a
-// backlog in full batches. It fails on a fetch error or a gap in the
-// consumer sequence.
-func fetch(cons jetstream.Consumer, n int, wait time.Duration, lastDelivery *uint64) ([]jetstream.Msg, error) {
-	first, err := cons.Fetch(1, jetstream.FetchMaxWait(wait))
-	if err != nil {
-		return nil, fmt.Errorf("fetch: %w", err)
-	}
-	msgs, err := collect(first, lastDelivery, nil)
-	if err != nil || len(msgs) == 0 || n == 1 {
-		return msgs, err
-	}
-	rest, err := cons.FetchNoWait(n - 1)
-	if err != nil {
-		return nil, fmt.Errorf("fetch: %w", err)
-	}
-	return collect(rest, lastDelivery, msgs)
-}
-
-// collect appends batch's messages to msgs, checking that deliveries follow
-// each other without a gap.
-func collect(batch jetstream.MessageBatch, lastDelivery *uint64, msgs []jetstream.Msg) ([]jetstream.Msg, error) {
-	for m := range batch.Messages() {
-		meta, err := m.Metadata()
-		if err != nil {
-			return nil, fmt.Errorf("fetch: %w", err)
-		}
-		if meta.Sequence.Consumer != *lastDelivery+1 {
-			return nil, fmt.Errorf("%w: delivery %d after %d", errDeliveryGap, meta.Sequence.Consumer, *lastDelivery)
-		}
-		*lastDelivery = meta.Sequence.Consumer
-		msgs = append(msgs, m)
-	}
-	if err := batch.Error(); err != nil {
-		return nil, fmt.Errorf("fetch: %w", err)
-	}
-	return msgs, nil
-}
-
-// applyBatch applies msgs above the checkpoint in one transaction that also
-// moves the checkpoint to the last of them, then acknowledges them all.
-func (c *Consumer) applyBatch(ctx context.Context, conn *pgx.Conn, msgs []jetstream.Msg) error {
-	last, err := msgs[len(msgs)-1].Metadata()
-	if err != nil {
-		return err
-	}
+// applyBatch applies the entries above the checkpoint in one transaction
+// that also moves the checkpoint to the last of them.
+func (c *Consumer) applyBatch(ctx context.Context, conn *pgx.Conn, entries []projections.Entry) error {
+	last := entries[len(entries)-1].Message.Seq
 	var applied, dead int
-	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		checkpoint, err := projections.LockCheckpoint(ctx, tx, c.proj.Name)
 		if err != nil {
 			return err
 		}
-		entries := make([]projections.Entry, 0, len(msgs))
-		for _, m := range msgs {
-			meta, err := m.Metadata()
-			if err != nil {
-				return err
-			}
-			if meta.Sequence.Stream <= checkpoint {
-				continue // applied before; its ack was lost
-			}
-			entries = append(entries, Entry(meta.Sequence.Stream, m.Subject(), m.Headers(), m.Data()))
+		fresh := entries
+		for len(fresh) > 0 && fresh[0].Message.Seq <= checkpoint {
+			fresh = fresh[1:] // applied before, e.g. by a rebuild swapped in meanwhile
 		}
-		applied = len(entries)
-		if dead, err = c.proj.ApplyEntries(ctx, tx, c.proj.Name, entries); err != nil {
+		applied = len(fresh)
+		if dead, err = c.proj.ApplyEntries(ctx, tx, c.proj.Name, fresh); err != nil {
 			return err
 		}
-		return projections.SetCheckpoint(ctx, tx, c.proj.Name, last.Sequence.Stream)
+		return projections.SetCheckpoint(ctx, tx, c.proj.Name, last)
 	})
 	if err != nil {
-		return fmt.Errorf("apply batch ending at seq %d: %w", last.Sequence.Stream, err)
+		return fmt.Errorf("apply batch ending at seq %d: %w", last, err)
 	}
 	if dead > 0 {
-		c.log.Warn().Int("dead_letters", dead).Uint64("through_seq", last.Sequence.Stream).
+		c.log.Warn().Int("dead_letters", dead).Uint64("through_seq", last).
 			Msg("events set aside as dead letters")
 	}
-	c.log.Debug().Int("applied", applied).Uint64("checkpoint", last.Sequence.Stream).Msg("batch applied")
-	// AckAll: acknowledging the last acknowledges the batch. A lost ack
-	// only means a redelivery that the checkpoint skips.
-	if err := msgs[len(msgs)-1].Ack(); err != nil {
-		c.log.Debug().Err(err).Msg("ack failed; the batch will be redelivered and skipped")
-	}
+	c.log.Debug().Int("applied", applied).Uint64("checkpoint", last).Msg("batch applied")
 	return nil
 }
 

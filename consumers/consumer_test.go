@@ -36,8 +36,9 @@ func newTestStream(t *testing.T) *testStream {
 		t.Fatal(err)
 	}
 	return &testStream{js: js, cfg: cfg, pool: testenv.MigratedPool(t, env.DatabaseURL), opts: Options{
-		Stream: cfg.Name, FilterSubject: cfg.AllSubjects(),
-		BatchSize: 2, FetchWait: 100 * time.Millisecond, StandbyPoll: 100 * time.Millisecond,
+		ReadOptions: ReadOptions{Stream: cfg.Name, Subjects: []string{cfg.AllSubjects()},
+			MaxCount: 2, MaxBytes: 1 << 20, Wait: 100 * time.Millisecond, Linger: time.Millisecond},
+		StandbyPoll: 100 * time.Millisecond,
 	}}
 }
 
@@ -190,10 +191,24 @@ func (s *testStream) applyAgain(t *testing.T, msgs []jetstream.Msg) {
 	}
 	defer conn.Close(ctx)
 	for _, c := range s.consumers(t) {
-		if err := c.applyBatch(ctx, conn, msgs); err != nil {
+		if err := c.applyBatch(ctx, conn, entries(t, msgs)); err != nil {
 			t.Fatalf("%s: %v", c.proj.Name, err)
 		}
 	}
+}
+
+// entries decodes msgs as a Reader does.
+func entries(t *testing.T, msgs []jetstream.Msg) []projections.Entry {
+	t.Helper()
+	var out []projections.Entry
+	for _, m := range msgs {
+		meta, err := m.Metadata()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, Entry(meta.Sequence.Stream, m.Subject(), m.Headers(), m.Data()))
+	}
+	return out
 }
 
 func TestRedeliveryAfterCommitIsNotAppliedTwice(t *testing.T) {

@@ -1,7 +1,6 @@
 package consumers
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -18,26 +17,20 @@ import (
 // ErrRebuildRunning is returned when the projection is already being rebuilt.
 var ErrRebuildRunning = errors.New("a rebuild of this projection is already running")
 
-// RebuildOptions configures a Rebuilder.
-type RebuildOptions struct {
-	Stream        string
-	FilterSubject string
-	BatchSize     int           // events per shadow transaction; larger than live batches
-	FetchWait     time.Duration // a fetch returning nothing for this long means caught up
-}
-
 // Rebuilder replays the stream from sequence 1 into a projection's shadow
 // schema while the live one keeps serving and the live consumer keeps it
 // current, then swaps the shadow in.
 type Rebuilder struct {
 	pool *pgxpool.Pool
 	js   jetstream.JetStream
-	opts RebuildOptions
+	opts ReadOptions
 	log  zerolog.Logger
 }
 
-// NewRebuilder returns a Rebuilder reading the stream through js.
-func NewRebuilder(pool *pgxpool.Pool, js jetstream.JetStream, opts RebuildOptions, log zerolog.Logger) *Rebuilder {
+// NewRebuilder returns a Rebuilder reading the stream through js; its
+// batches (one shadow transaction each) are usually larger than the live
+// ones, and an empty read after opts.Wait means caught up.
+func NewRebuilder(pool *pgxpool.Pool, js jetstream.JetStream, opts ReadOptions, log zerolog.Logger) *Rebuilder {
 	return &Rebuilder{pool: pool, js: js, opts: opts, log: log}
 }
 
@@ -110,24 +103,17 @@ func (b *Rebuild) Run(ctx context.Context, report func(Progress)) error {
 		b.conn.Close(ctx)
 	}()
 	opts := b.rb.opts
-	cons, err := b.rb.js.OrderedConsumer(ctx, opts.Stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{opts.FilterSubject},
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-		// Give up (and fail the rebuild) rather than retry forever when the
-		// stream is gone; the library's retries do not watch ctx.
-		MaxResetAttempts: 3,
-	})
+	reader, err := OpenReader(ctx, b.rb.js, opts, 1)
 	if err != nil {
-		return fmt.Errorf("replay stream %s: %w", opts.Stream, err)
+		return err
 	}
-	ctx, stopPrefetch := context.WithCancel(ctx)
-	defer stopPrefetch()
-	batches := prefetch(ctx, cons, opts.BatchSize, opts.FetchWait)
+	defer reader.Close()
 	for {
-		entries, err := next(ctx, batches)
+		batch, err := reader.Next(ctx)
 		if err != nil {
 			return err
 		}
+		entries := batch.Entries
 		target, err := b.targetSeq(ctx)
 		if err != nil {
 			return err
@@ -144,10 +130,12 @@ func (b *Rebuild) Run(ctx context.Context, report func(Progress)) error {
 			}
 			report(Progress{Projection: b.proj.Name, Applied: b.applied, Target: max(target, b.applied), Started: b.started})
 		}
-		// Caught up: the server had nothing more, or less than a batch and
-		// everything up to the stream's end when we looked.
-		if len(entries) == 0 || (len(entries) < opts.BatchSize && b.applied >= target) {
-			if err := b.swap(ctx, batches); err != nil {
+		// Caught up: nothing more came, or the stream's end is within a
+		// batch, which the swap applies while it holds the live side still.
+		// Under sustained ingest batches never run short, but the end stays
+		// within reach as long as replay outpaces ingest.
+		if len(entries) == 0 || target <= b.applied+uint64(opts.MaxCount) {
+			if err := b.swap(ctx, reader); err != nil {
 				return err
 			}
 			report(Progress{Projection: b.proj.Name, Applied: b.applied, Target: max(target, b.applied), Started: b.started, Done: true})
@@ -159,19 +147,20 @@ func (b *Rebuild) Run(ctx context.Context, report func(Progress)) error {
 // swap catches the shadow up to the live checkpoint and swaps it in, all in
 // one transaction that holds the live checkpoint lock, so the live consumer
 // pauses for its duration and no event is applied twice or missed.
-func (b *Rebuild) swap(ctx context.Context, batches <-chan fetched) error {
+func (b *Rebuild) swap(ctx context.Context, reader *Reader) error {
 	err := pgx.BeginFunc(ctx, b.conn, func(tx pgx.Tx) error {
 		live, err := b.proj.LockLive(ctx, tx)
 		if err != nil {
 			return err
 		}
-		// The live side may have applied events fetched after our last
-		// look; an empty batch or two is the prefetch catching up.
+		// The live side may have applied events read after our last look;
+		// an empty batch or two is the reader catching up.
 		for empty := 0; b.applied < live; {
-			entries, err := next(ctx, batches)
+			batch, err := reader.Next(ctx)
 			if err != nil {
 				return err
 			}
+			entries := batch.Entries
 			if len(entries) == 0 {
 				if empty++; empty == 3 {
 					return fmt.Errorf("the stream ends at %d, before the live checkpoint %d", b.applied, live)
@@ -210,61 +199,4 @@ func (b *Rebuild) targetSeq(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("read stream position: %w", err)
 	}
 	return info.State.LastSeq, nil
-}
-
-// fetched is one prefetched batch, decoded; empty means caught up for now.
-type fetched struct {
-	entries []projections.Entry
-	err     error
-}
-
-// prefetch fetches and decodes batches from an ordered consumer (which
-// itself keeps order and recovers from gaps) ahead of the writer, so that
-// reading the stream overlaps writing Postgres. It stops at the first error
-// or when ctx ends.
-func prefetch(ctx context.Context, cons jetstream.Consumer, n int, wait time.Duration) <-chan fetched {
-	out := make(chan fetched, 2)
-	go func() {
-		defer close(out)
-		for ctx.Err() == nil {
-			var f fetched
-			batch, err := cons.Fetch(n, jetstream.FetchMaxWait(wait))
-			if err == nil {
-				for m := range batch.Messages() {
-					meta, merr := m.Metadata()
-					if merr != nil {
-						err = merr
-						break
-					}
-					f.entries = append(f.entries, Entry(meta.Sequence.Stream, m.Subject(), m.Headers(), m.Data()))
-				}
-				err = cmp.Or(err, batch.Error())
-			}
-			if err != nil {
-				f = fetched{err: fmt.Errorf("replay fetch: %w", err)}
-			}
-			select {
-			case out <- f:
-			case <-ctx.Done():
-				return
-			}
-			if f.err != nil {
-				return
-			}
-		}
-	}()
-	return out
-}
-
-// next takes the next prefetched batch.
-func next(ctx context.Context, batches <-chan fetched) ([]projections.Entry, error) {
-	select {
-	case f, ok := <-batches:
-		if !ok {
-			return nil, cmp.Or(ctx.Err(), errors.New("replay stopped"))
-		}
-		return f.entries, f.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
 }

@@ -69,8 +69,9 @@ func BenchmarkRebuild(b *testing.B) {
 	}
 
 	p := projections.ForPolicy(domain.PolicyAll)
-	rebuilder := consumers.NewRebuilder(bd.svc.Pool(), bd.js, consumers.RebuildOptions{
-		Stream: bd.stream, FilterSubject: bd.allSubjects(), BatchSize: 5000, FetchWait: 200 * time.Millisecond,
+	rebuilder := consumers.NewRebuilder(bd.svc.Pool(), bd.js, consumers.ReadOptions{
+		Stream: bd.stream, Subjects: []string{bd.allSubjects()}, MaxCount: 5000, MaxBytes: 16 << 20,
+		Wait: 200 * time.Millisecond, Linger: 5 * time.Millisecond,
 	}, testLogger(b))
 	b.ResetTimer()
 	for b.Loop() {

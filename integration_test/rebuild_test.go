@@ -147,8 +147,9 @@ func TestInterruptedRebuildLeavesLiveTablesAndRerunSucceeds(t *testing.T) {
 	p := projections.All[0]
 	before := b.snapshot(t, p)
 
-	rebuilder := consumers.NewRebuilder(b.svc.Pool(), b.js, consumers.RebuildOptions{
-		Stream: b.stream, FilterSubject: b.allSubjects(), BatchSize: 100, FetchWait: time.Second,
+	rebuilder := consumers.NewRebuilder(b.svc.Pool(), b.js, consumers.ReadOptions{
+		Stream: b.stream, Subjects: []string{b.allSubjects()}, MaxCount: 100, MaxBytes: 1 << 20,
+		Wait: time.Second, Linger: 5 * time.Millisecond,
 	}, testLogger(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	rb, err := rebuilder.Start(ctx, p)

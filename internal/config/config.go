@@ -21,6 +21,11 @@ import (
 // Config is every setting of the taskledger binary. Flags override
 // environment variables, which override the defaults shown.
 type Config struct {
+	// Role is what this replica runs (TASKLEDGER_ROLE, default "all"):
+	// "ingest" takes webhooks and answers queries without running the
+	// projection consumers, "project" runs the consumers and answers
+	// queries without the webhook endpoint, "all" does both.
+	Role string
 	// HTTPAddr is the listen address (TASKLEDGER_HTTP_ADDR, default ":8080").
 	HTTPAddr string
 	// DatabaseURL is the Postgres URL (TASKLEDGER_DATABASE_URL). The database
@@ -83,6 +88,7 @@ type Config struct {
 // Default returns the documented defaults.
 func Default() Config {
 	return Config{
+		Role:             RoleAll,
 		HTTPAddr:         ":8080",
 		DatabaseURL:      "postgres://postgres@127.0.0.1:5432/taskledger?sslmode=disable",
 		DataDir:          "./data",
@@ -123,6 +129,7 @@ func (c *Config) Bind(fs *flag.FlagSet) (envErrors func() error) {
 		}
 		fs.DurationVar(p, name, *p, usage+" ($"+env+")")
 	}
+	str(&c.Role, "role", "TASKLEDGER_ROLE", "what this replica runs: all, ingest (webhooks and queries) or project (consumers and queries)")
 	str(&c.HTTPAddr, "http-addr", "TASKLEDGER_HTTP_ADDR", "HTTP listen address")
 	str(&c.DatabaseURL, "database-url", "TASKLEDGER_DATABASE_URL", "Postgres URL")
 	str(&c.NATSURL, "nats-url", "TASKLEDGER_NATS_URL", "NATS URL; empty starts an embedded JetStream server")
@@ -173,6 +180,9 @@ func (c *Config) Bind(fs *flag.FlagSet) (envErrors func() error) {
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.Role != RoleAll && c.Role != RoleIngest && c.Role != RoleProject {
+		bad("role %q: want all, ingest or project", c.Role)
+	}
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		bad("http-addr %q: want host:port or :port (%v)", c.HTTPAddr, err)
 	}
@@ -231,6 +241,19 @@ func (c Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// The roles a replica can run.
+const (
+	RoleAll     = "all"
+	RoleIngest  = "ingest"
+	RoleProject = "project"
+)
+
+// Ingests reports whether the replica takes webhooks.
+func (c Config) Ingests() bool { return c.Role != RoleProject }
+
+// Projects reports whether the replica runs the projection consumers.
+func (c Config) Projects() bool { return c.Role != RoleIngest }
 
 // SyncPolicy interprets NATSSync: always, or the fsync interval.
 func (c Config) SyncPolicy() (always bool, interval time.Duration, err error) {

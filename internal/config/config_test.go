@@ -22,6 +22,7 @@ func TestValidateNamesEachBadSetting(t *testing.T) {
 		adjust func(*Config)
 		want   string
 	}{
+		{"role", func(c *Config) { c.Role = "worker" }, "role"},
 		{"listen address", func(c *Config) { c.HTTPAddr = "8080" }, "http-addr"},
 		{"database scheme", func(c *Config) { c.DatabaseURL = "mysql://x" }, "database-url"},
 		{"embedded without dir", func(c *Config) { c.DataDir = "" }, "data-dir"},

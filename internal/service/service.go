@@ -51,6 +51,9 @@ type Service struct {
 	running    sync.WaitGroup // consumers and rebuilds
 }
 
+// batchBytes bounds a live batch in memory; a rebuild's is four times this.
+const batchBytes = 4 << 20
+
 // Open connects to (or starts) NATS, declares the stream, opens the
 // database, applies migrations and builds the HTTP handler. Every failure
 // says what to do about it.
@@ -82,28 +85,36 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (_ *Servic
 	if err := migrations.Up(s.pool); err != nil {
 		return nil, err
 	}
+	read := consumers.ReadOptions{
+		Stream:   cfg.Stream,
+		Subjects: []string{s.streamConfig().AllSubjects()},
+		MaxCount: cfg.BatchSize,
+		MaxBytes: batchBytes,
+		Wait:     time.Second,
+		Linger:   5 * time.Millisecond,
+	}
 	for _, p := range projections.All {
 		s.consumers = append(s.consumers, consumers.New(p, s.pool, s.js, consumers.Options{
-			Stream:         cfg.Stream,
-			FilterSubject:  s.streamConfig().AllSubjects(),
-			BatchSize:      cfg.BatchSize,
-			FetchWait:      time.Second,
+			ReadOptions:    read,
 			StandbyPoll:    time.Second,
 			DedupRetention: cfg.DedupRetention,
 		}, log))
 	}
-	s.rebuilder = consumers.NewRebuilder(s.pool, s.js, consumers.RebuildOptions{
-		Stream:        cfg.Stream,
-		FilterSubject: s.streamConfig().AllSubjects(),
-		BatchSize:     max(cfg.BatchSize, 5000),
-		FetchWait:     time.Second,
-	}, log)
+	rebuild := read
+	rebuild.MaxCount = max(cfg.BatchSize, 5000)
+	rebuild.MaxBytes = 4 * batchBytes
+	s.rebuilder = consumers.NewRebuilder(s.pool, s.js, rebuild, log)
 	s.handler = s.routes()
 	return s, nil
 }
 
-// Start runs the projection consumers in the background until Close.
+// Start runs the projection consumers in the background until Close,
+// unless the replica's role is ingest.
 func (s *Service) Start() {
+	if !s.cfg.Projects() {
+		s.log.Info().Str("role", s.cfg.Role).Msg("projection consumers not started")
+		return
+	}
 	for _, c := range s.consumers {
 		s.running.Go(func() { c.Run(s.background) })
 	}
@@ -188,13 +199,20 @@ func (s *Service) Handler() http.Handler { return s.handler }
 
 func (s *Service) routes() http.Handler {
 	mux := http.NewServeMux()
-	appender := eventlog.NewAppender(s.nc, s.js, s.stream, s.streamConfig())
-	mux.Handle("POST /v1/webhooks/{source}", ingest.New(appender, ingest.Options{
-		Sources:        s.cfg.Sources,
-		MaxBodyBytes:   s.cfg.MaxBodyBytes,
-		PublishTimeout: s.cfg.PublishTimeout,
-		Now:            time.Now,
-	}, s.log))
+	if s.cfg.Ingests() {
+		appender := eventlog.NewAppender(s.nc, s.js, s.stream, s.streamConfig())
+		mux.Handle("POST /v1/webhooks/{source}", ingest.New(appender, ingest.Options{
+			Sources:        s.cfg.Sources,
+			MaxBodyBytes:   s.cfg.MaxBodyBytes,
+			PublishTimeout: s.cfg.PublishTimeout,
+			Now:            time.Now,
+		}, s.log))
+	} else {
+		mux.HandleFunc("POST /v1/webhooks/{source}", func(w http.ResponseWriter, _ *http.Request) {
+			httpjson.Error(w, http.StatusNotFound, "not_ingesting",
+				"this replica's role is "+s.cfg.Role+": send webhooks to a replica whose role is ingest or all")
+		})
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

@@ -1,0 +1,162 @@
+package consumers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/taskledger/taskledger/projections"
+)
+
+// ReadOptions says what a Reader reads and how much it holds at once.
+type ReadOptions struct {
+	Stream   string   // stream name
+	Subjects []string // subject filters; the stream's events of every source, usually
+	// MaxCount and MaxBytes bound a batch: it ends at whichever is reached
+	// first (a single message larger than MaxBytes still makes a batch).
+	MaxCount int
+	MaxBytes int
+	// Wait is how long Next waits for the first event of a batch before
+	// returning an empty batch, which means the reader is caught up.
+	Wait time.Duration
+	// Linger is how long a batch waits for one more event once it has one:
+	// a backlog fills whole batches, a lone event goes out after Linger.
+	Linger time.Duration
+}
+
+// Batch is a run of consecutive events of the filtered stream, decoded.
+type Batch struct {
+	Entries []projections.Entry
+	Bytes   int // message bodies and headers, as received
+}
+
+// Reader reads a projection's events in stream order from a given
+// sequence. It is the only way taskledger reads the stream: the live
+// consumers and the rebuilds both apply what it returns.
+//
+// Exactly once. A Reader is an ordered consumer started at the sequence
+// after the projection's checkpoint: it delivers every message of its
+// filter in stream order, each at most once, with no gaps (on a missed
+// delivery or heartbeat the library recreates the server-side consumer
+// after the last message handed out). The caller applies each batch in one
+// Postgres transaction that also moves the checkpoint to the batch's last
+// sequence and skips messages at or below the checkpoint it locked. On any
+// error, of the reader or of applying, the caller closes the reader,
+// discards whatever it had read, and opens a new one at checkpoint+1 as
+// committed. So every event is applied by exactly one committed
+// transaction: none can be skipped (a batch only commits if every earlier
+// event committed before it), none applied twice (the checkpoint only
+// moves forward, in the same transaction as the rows). No acknowledgement
+// carries state: the checkpoint in Postgres is the only position.
+//
+// Reading overlaps applying: one batch is assembled and decoded while the
+// caller writes the previous one, and the library prefetches at most
+// MaxBytes behind that.
+type Reader struct {
+	iter    jetstream.MessagesContext
+	batches chan Batch
+	errs    chan error
+	stop    context.CancelFunc
+	done    chan struct{}
+}
+
+// OpenReader starts reading the stream at startSeq (1 for all of it).
+func OpenReader(ctx context.Context, js jetstream.JetStream, opts ReadOptions, startSeq uint64) (*Reader, error) {
+	cons, err := js.OrderedConsumer(ctx, opts.Stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: opts.Subjects,
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    max(startSeq, 1),
+		// Surface a lasting outage to the caller, whose backoff watches
+		// its context, rather than retry inside the library forever.
+		MaxResetAttempts: 5,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read stream %s from seq %d: %w", opts.Stream, startSeq, err)
+	}
+	iter, err := cons.Messages(jetstream.PullMaxBytes(max(opts.MaxBytes, 1<<20)))
+	if err != nil {
+		return nil, fmt.Errorf("read stream %s from seq %d: %w", opts.Stream, startSeq, err)
+	}
+	pumpCtx, stop := context.WithCancel(context.Background())
+	r := &Reader{iter: iter, batches: make(chan Batch, 1), errs: make(chan error, 1), stop: stop, done: make(chan struct{})}
+	go r.pump(pumpCtx, opts)
+	return r, nil
+}
+
+// Next returns the next batch, or an empty one when no event came within
+// ReadOptions.Wait. After an error the reader is finished: close it and
+// open another from the checkpoint.
+func (r *Reader) Next(ctx context.Context) (Batch, error) {
+	select {
+	case b := <-r.batches:
+		return b, nil
+	case err := <-r.errs:
+		return Batch{}, err
+	case <-ctx.Done():
+		return Batch{}, ctx.Err()
+	}
+}
+
+// Close stops reading and discards what was read ahead.
+func (r *Reader) Close() {
+	r.stop()
+	r.iter.Stop()
+	<-r.done
+}
+
+// pump assembles batches ahead of the caller until stopped or failing.
+func (r *Reader) pump(ctx context.Context, opts ReadOptions) {
+	defer close(r.done)
+	for ctx.Err() == nil {
+		b, err := r.read(opts)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.errs <- fmt.Errorf("read stream %s: %w", opts.Stream, err)
+			}
+			return
+		}
+		select {
+		case r.batches <- b:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// read waits up to Wait for an event, then takes more until the batch is
+// full or none comes within Linger.
+func (r *Reader) read(opts ReadOptions) (Batch, error) {
+	var b Batch
+	wait := opts.Wait
+	for len(b.Entries) < opts.MaxCount && b.Bytes < opts.MaxBytes {
+		m, err := r.iter.Next(jetstream.NextMaxWait(wait))
+		if errors.Is(err, nats.ErrTimeout) {
+			return b, nil
+		}
+		if err != nil {
+			return Batch{}, err
+		}
+		meta, err := m.Metadata()
+		if err != nil {
+			return Batch{}, err
+		}
+		b.Entries = append(b.Entries, Entry(meta.Sequence.Stream, m.Subject(), m.Headers(), m.Data()))
+		b.Bytes += len(m.Data()) + headerBytes(m.Headers())
+		wait = max(opts.Linger, time.Millisecond)
+	}
+	return b, nil
+}
+
+func headerBytes(h nats.Header) int {
+	n := 0
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
+}

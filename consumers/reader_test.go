@@ -1,0 +1,59 @@
+package consumers
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+)
+
+func TestReaderReadsInOrderFromASequenceInBoundedBatches(t *testing.T) {
+	t.Parallel()
+	s := newTestStream(t)
+	var last uint64
+	for i := range 10 {
+		last = s.publish(t, fmt.Sprintf(`{"event":"task.completed","task_id":"t%d","completed_at":"2024-01-15T10:30:00Z"}`, i))
+	}
+	read := func(opts ReadOptions, from uint64) (seqs []uint64, sizes []int) {
+		t.Helper()
+		opts.Stream, opts.Subjects = s.cfg.Name, []string{s.cfg.AllSubjects()}
+		opts.Wait, opts.Linger = 200*time.Millisecond, 50*time.Millisecond
+		r, err := OpenReader(context.Background(), s.js, opts, from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		for {
+			b, err := r.Next(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(b.Entries) == 0 {
+				return seqs, sizes // caught up
+			}
+			sizes = append(sizes, len(b.Entries))
+			for _, e := range b.Entries {
+				seqs = append(seqs, e.Message.Seq)
+			}
+		}
+	}
+
+	seqs, sizes := read(ReadOptions{MaxCount: 3, MaxBytes: 1 << 20}, 4)
+	if len(seqs) != int(last-3) {
+		t.Fatalf("read %v from seq 4, want 4..%d", seqs, last)
+	}
+	for i, seq := range seqs {
+		if seq != uint64(4+i) {
+			t.Fatalf("read %v from seq 4, want 4..%d in order", seqs, last)
+		}
+	}
+	for _, n := range sizes {
+		if n > 3 {
+			t.Errorf("batch sizes %v, want at most 3", sizes)
+		}
+	}
+	// Every event is far over 1 byte: a byte bound of 1 makes batches of one.
+	if _, sizes := read(ReadOptions{MaxCount: 100, MaxBytes: 1}, 1); len(sizes) != int(last) {
+		t.Errorf("batch sizes %v under a 1-byte bound, want %d batches of one", sizes, last)
+	}
+}
