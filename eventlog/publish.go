@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -35,16 +36,44 @@ func NewAppender(nc *nats.Conn, js jetstream.JetStream, stream jetstream.Stream,
 
 // Append publishes r with Nats-Msg-Id set to its dedup key and returns once
 // JetStream has acknowledged it, so a nil error means the event is stored.
+// When a concurrent publish of the same key is still being replicated, it
+// waits for that one and answers its sequence as a duplicate.
 func (a *Appender) Append(ctx context.Context, r Record) (Appended, error) {
 	if !a.nc.IsConnected() {
 		return Appended{}, fmt.Errorf("%w: not connected to NATS (%s)", ErrUnavailable, a.nc.Status())
 	}
-	ack, err := a.js.PublishMsg(ctx, r.Message(a.cfg.Subject(r.Source)),
-		jetstream.WithExpectStream(a.cfg.Name))
-	if err != nil {
-		return Appended{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	msg := r.Message(a.cfg.Subject(r.Source))
+	for {
+		ack, err := a.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(a.cfg.Name))
+		if err == nil {
+			return Appended{Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
+		}
+		if !inProcess(err) {
+			return Appended{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		// Another publish of the same key is being stored by the replicated
+		// stream. Publishing again once it is done answers Duplicate with
+		// its sequence (or stores the event, had that publish failed).
+		select {
+		case <-ctx.Done():
+			return Appended{}, fmt.Errorf("%w: %w (waiting for a concurrent publish of %s)", ErrUnavailable, ctx.Err(), r.Key.Value)
+		case <-time.After(inProcessRetry):
+		}
 	}
-	return Appended{Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
+}
+
+// errCodeDuplicateInProcess is JetStream's JSStreamDuplicateMessageConflict,
+// "duplicate message id is in process" (409): on a replicated stream, a
+// publish whose Nats-Msg-Id another publish is proposing right now.
+const errCodeDuplicateInProcess jetstream.ErrorCode = 10158
+
+// inProcessRetry is the pause before publishing again after
+// errCodeDuplicateInProcess: about one replication round trip.
+const inProcessRetry = 5 * time.Millisecond
+
+func inProcess(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeDuplicateInProcess
 }
 
 // BodyDigest returns the stored body digest of the event at seq, to tell a

@@ -62,22 +62,27 @@ func (n *NATSServer) Stop() {
 	}
 }
 
-const processStorePrefix = "taskledger-test-nats-"
-
 // startProcessNATS starts the shared in-process server for the whole test
-// binary; it lives as long as the process. Its store is named after the
-// process, and stores of processes that have ended are removed first.
+// binary; it lives as long as the process.
 func startProcessNATS() (*server.Server, error) {
-	stale, _ := filepath.Glob(filepath.Join(os.TempDir(), processStorePrefix+"*"))
+	dir, err := processDir("taskledger-test-nats-")
+	if err != nil {
+		return nil, err
+	}
+	return eventlog.StartServer(eventlog.ServerOptions{StoreDir: dir, Port: -1})
+}
+
+// processDir creates a directory under the system's temporary directory
+// named prefix and this process's id, for files that live as long as the
+// test binary. Directories of processes that have ended are removed first.
+func processDir(prefix string) (string, error) {
+	stale, _ := filepath.Glob(filepath.Join(os.TempDir(), prefix+"*"))
 	for _, dir := range stale {
-		pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(dir), processStorePrefix))
+		pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(dir), prefix))
 		if err == nil && syscall.Kill(pid, 0) != nil {
 			os.RemoveAll(dir)
 		}
 	}
-	dir := filepath.Join(os.TempDir(), processStorePrefix+strconv.Itoa(os.Getpid()))
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	return eventlog.StartServer(eventlog.ServerOptions{StoreDir: dir, Port: -1})
+	dir := filepath.Join(os.TempDir(), prefix+strconv.Itoa(os.Getpid()))
+	return dir, os.MkdirAll(dir, 0o700)
 }
