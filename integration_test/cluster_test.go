@@ -2,7 +2,6 @@ package integration_test
 
 import (
 	"fmt"
-	"net/http"
 	"sync"
 	"testing"
 
@@ -45,16 +44,7 @@ func TestConcurrentDuplicatesOnAReplicatedStream(t *testing.T) {
 		close(start)
 		wg.Wait()
 		close(answers)
-		count := map[int]int{}
-		seqs := map[uint64]bool{}
-		for r := range answers {
-			count[r.Status]++
-			seqs[r.StreamSeq] = true
-		}
-		if count[http.StatusAccepted] != 1 || count[http.StatusOK] != copies-1 || len(seqs) != 1 {
-			t.Errorf("event %d: statuses %v over sequences %v, want one 202 and %d 200s on one sequence",
-				i, count, seqs, copies-1)
-		}
+		checkOneStored(t, answers, copies, fmt.Sprintf("event %d", i))
 	}
 	if n := first.messages(t); n != events {
 		t.Errorf("stream holds %d events, want %d", n, events)

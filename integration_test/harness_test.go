@@ -102,13 +102,7 @@ const waitLimit = 20 * time.Second
 // held within waitLimit.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up after %v waiting for %s", waitLimit, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.Poll(t, waitLimit, what, cond)
 }
 
 // waitApplied waits until every projection's checkpoint reaches seq.
@@ -126,6 +120,21 @@ func (b *bundle) applied(t testing.TB, seq uint64) bool {
 		}
 	}
 	return true
+}
+
+// checkOneStored checks the answers to n deliveries of one event: one 202
+// and n-1 200 duplicates, all naming the same stream sequence.
+func checkOneStored(t *testing.T, answers <-chan reply, n int, what string) {
+	t.Helper()
+	count := map[int]int{}
+	seqs := map[uint64]bool{}
+	for r := range answers {
+		count[r.Status]++
+		seqs[r.StreamSeq] = true
+	}
+	if count[http.StatusAccepted] != 1 || count[http.StatusOK] != n-1 || len(seqs) != 1 {
+		t.Errorf("%s: statuses %v over sequences %v, want one 202 and %d 200s on one sequence", what, count, seqs, n-1)
+	}
 }
 
 // checkpoint reads a projection's checkpoint from the database.

@@ -90,15 +90,7 @@ func TestConcurrentIdenticalRequestsStoreOneEvent(t *testing.T) {
 	}
 	wg.Wait()
 	close(statuses)
-	count := map[int]int{}
-	seqs := map[uint64]bool{}
-	for r := range statuses {
-		count[r.Status]++
-		seqs[r.StreamSeq] = true
-	}
-	if count[http.StatusAccepted] != 1 || count[http.StatusOK] != senders-1 || len(seqs) != 1 {
-		t.Errorf("statuses %v over sequences %v, want one 202 and %d 200s on one sequence", count, seqs, senders-1)
-	}
+	checkOneStored(t, statuses, senders, "concurrent identical requests")
 	if n := b.messages(t); n != 1 {
 		t.Errorf("stream holds %d events, want 1", n)
 	}

@@ -100,7 +100,7 @@ const clusterWait = 60 * time.Second
 // needs a meta leader.
 func (c *Cluster) WaitJetStream(t testing.TB) {
 	t.Helper()
-	poll(t, clusterWait, "JetStream to answer on the cluster", func() bool {
+	Poll(t, clusterWait, "JetStream to answer on the cluster", func() bool {
 		nc, err := nats.Connect(c.URLs())
 		if err != nil {
 			return false
@@ -122,7 +122,7 @@ func (c *Cluster) WaitJetStream(t testing.TB) {
 func (c *Cluster) StreamLeader(t testing.TB, js jetstream.JetStream, stream string) *ClusterNode {
 	t.Helper()
 	var leader string
-	poll(t, clusterWait, "stream "+stream+" to have a leader and current replicas", func() bool {
+	Poll(t, clusterWait, "stream "+stream+" to have a leader and current replicas", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		s, err := js.Stream(ctx, stream)
@@ -144,14 +144,15 @@ func (c *Cluster) StreamLeader(t testing.TB, js jetstream.JetStream, stream stri
 	return c.Node(t, leader)
 }
 
-// poll checks cond every 50ms until it holds, failing t after limit.
-func poll(t testing.TB, limit time.Duration, what string, cond func() bool) {
+// Poll checks cond every 20ms until it holds, failing t with what when it
+// has not held within limit.
+func Poll(t testing.TB, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("gave up after %v waiting for %s", limit, what)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 }
