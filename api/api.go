@@ -23,8 +23,13 @@ import (
 	"github.com/taskledger/taskledger/projections"
 )
 
-// StreamPosition reports the stream's last sequence, to compute lag.
-type StreamPosition func(ctx context.Context) (uint64, error)
+// Stream tells where the event stream is, to compute lag.
+type Stream interface {
+	// StreamLastSeq is the stream's last sequence.
+	StreamLastSeq(ctx context.Context) (uint64, error)
+	// StoredAt is when the first event at or after seq was stored.
+	StoredAt(ctx context.Context, seq uint64) (time.Time, error)
+}
 
 // RebuildStarter starts a rebuild of proj in the background once its lock
 // is taken, returning consumers.ErrRebuildRunning if one is already running.
@@ -33,7 +38,7 @@ type RebuildStarter func(ctx context.Context, proj projections.Projection) error
 // API serves the endpoints of CONTRACT sections 4 and 5.
 type API struct {
 	pool         *pgxpool.Pool
-	streamLast   StreamPosition
+	stream       Stream
 	startRebuild RebuildStarter
 	adminToken   string
 	log          zerolog.Logger
@@ -41,8 +46,8 @@ type API struct {
 
 // New returns the API over pool. With adminToken empty, admin endpoints are
 // refused.
-func New(pool *pgxpool.Pool, streamLast StreamPosition, startRebuild RebuildStarter, adminToken string, log zerolog.Logger) *API {
-	return &API{pool: pool, streamLast: streamLast, startRebuild: startRebuild, adminToken: adminToken, log: log}
+func New(pool *pgxpool.Pool, stream Stream, startRebuild RebuildStarter, adminToken string, log zerolog.Logger) *API {
+	return &API{pool: pool, stream: stream, startRebuild: startRebuild, adminToken: adminToken, log: log}
 }
 
 // Register adds the API's routes to mux.
@@ -124,7 +129,9 @@ type ProjectionView struct {
 	Checkpoint    uint64        `json:"checkpoint"`
 	StreamLastSeq uint64        `json:"stream_last_seq"`
 	Lag           uint64        `json:"lag"`
-	State         string        `json:"state"` // live or rebuilding
+	LagSeconds    float64       `json:"lag_seconds"`  // age of the oldest unapplied event
+	DeadLetters   int           `json:"dead_letters"` // unresolved
+	State         string        `json:"state"`        // live or rebuilding
 	Rebuild       *RebuildView  `json:"rebuild,omitempty"`
 }
 
@@ -138,26 +145,52 @@ type RebuildView struct {
 	UpdatedAt  time.Time `json:"updated_at"`
 }
 
+// errStreamPosition marks a failure to read the stream's position.
+var errStreamPosition = errors.New("cannot read the stream's position")
+
 func (a *API) projectionStatus(w http.ResponseWriter, r *http.Request) {
-	last, err := a.streamLast(r.Context())
-	if err != nil {
-		httpjson.Error(w, http.StatusServiceUnavailable, "stream_unavailable", "cannot read the stream's position: "+err.Error())
+	views, err := a.Projections(r.Context())
+	if errors.Is(err, errStreamPosition) {
+		httpjson.Error(w, http.StatusServiceUnavailable, "stream_unavailable", err.Error())
 		return
 	}
-	rebuilds, err := projections.RunningRebuilds(r.Context(), a.pool, consumers.LockClassRebuild)
 	if err != nil {
 		a.internal(w, err)
 		return
 	}
+	httpjson.Write(w, http.StatusOK, map[string]any{"projections": views})
+}
+
+// Projections reports every projection's position, as GET /v1/projections
+// answers it; the metrics read the same.
+func (a *API) Projections(ctx context.Context) ([]ProjectionView, error) {
+	last, err := a.stream.StreamLastSeq(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errStreamPosition, err)
+	}
+	rebuilds, err := projections.RunningRebuilds(ctx, a.pool, consumers.LockClassRebuild)
+	if err != nil {
+		return nil, err
+	}
+	dead, err := projections.UnresolvedDeadLetters(ctx, a.pool)
+	if err != nil {
+		return nil, err
+	}
 	views := []ProjectionView{}
 	for _, p := range projections.All {
-		cp, err := projections.Checkpoint(r.Context(), a.pool, p.Name)
+		cp, err := projections.Checkpoint(ctx, a.pool, p.Name)
 		if err != nil {
-			a.internal(w, err)
-			return
+			return nil, err
 		}
 		v := ProjectionView{Name: p.Name, Policy: p.Policy, Checkpoint: cp,
-			StreamLastSeq: last, Lag: last - min(cp, last), State: "live"}
+			StreamLastSeq: last, Lag: last - min(cp, last), DeadLetters: dead[p.Name], State: "live"}
+		if v.Lag > 0 {
+			oldest, err := a.stream.StoredAt(ctx, cp+1)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %w", errStreamPosition, err)
+			}
+			v.LagSeconds = max(time.Since(oldest).Seconds(), 0)
+		}
 		if rb, ok := rebuilds[p.Name]; ok {
 			v.State = "rebuilding"
 			v.Rebuild = &RebuildView{AppliedSeq: rb.AppliedSeq, TargetSeq: rb.TargetSeq,
@@ -168,7 +201,7 @@ func (a *API) projectionStatus(w http.ResponseWriter, r *http.Request) {
 		}
 		views = append(views, v)
 	}
-	httpjson.Write(w, http.StatusOK, map[string]any{"projections": views})
+	return views, nil
 }
 
 func (a *API) rebuild(w http.ResponseWriter, r *http.Request) {

@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/taskledger/taskledger/eventlog"
+	"github.com/taskledger/taskledger/internal/metrics"
 	"github.com/taskledger/taskledger/projections"
 )
 
@@ -33,6 +34,8 @@ type Options struct {
 	// DedupRetention is how long seen dedup keys are kept; swept while
 	// active. Zero keeps them forever.
 	DedupRetention time.Duration
+	// Metrics records batches and restarts; nil records nothing.
+	Metrics *metrics.Metrics
 }
 
 // Consumer keeps one projection up to date. Run one in every replica: the
@@ -70,6 +73,7 @@ func (c *Consumer) Run(ctx context.Context) {
 			return
 		}
 		out.failed(c.log, err)
+		c.opts.Metrics.ConsumerRestarted(c.proj.Name)
 		select {
 		case <-ctx.Done():
 		case <-time.After(out.backoff()):
@@ -157,7 +161,9 @@ func (c *Consumer) waitForLock(ctx context.Context, conn *pgx.Conn) error {
 // that also moves the checkpoint to the last of them.
 func (c *Consumer) applyBatch(ctx context.Context, conn *pgx.Conn, entries []projections.Entry) error {
 	last := entries[len(entries)-1].Message.Seq
-	var applied, dead int
+	start := time.Now()
+	var applied int
+	var result projections.Applied
 	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		checkpoint, err := projections.LockCheckpoint(ctx, tx, c.proj.Name)
 		if err != nil {
@@ -168,7 +174,7 @@ func (c *Consumer) applyBatch(ctx context.Context, conn *pgx.Conn, entries []pro
 			fresh = fresh[1:] // applied before, e.g. by a rebuild swapped in meanwhile
 		}
 		applied = len(fresh)
-		if dead, err = c.proj.ApplyEntries(ctx, tx, c.proj.Name, fresh); err != nil {
+		if result, err = c.proj.ApplyEntries(ctx, tx, c.proj.Name, fresh); err != nil {
 			return err
 		}
 		return projections.SetCheckpoint(ctx, tx, c.proj.Name, last)
@@ -176,8 +182,9 @@ func (c *Consumer) applyBatch(ctx context.Context, conn *pgx.Conn, entries []pro
 	if err != nil {
 		return fmt.Errorf("apply batch ending at seq %d: %w", last, err)
 	}
-	if dead > 0 {
-		c.log.Warn().Int("dead_letters", dead).Uint64("through_seq", last).
+	c.opts.Metrics.BatchApplied(c.proj.Name, len(entries), applied, result.Duplicates, time.Since(start))
+	if result.DeadLetters > 0 {
+		c.log.Warn().Int("dead_letters", result.DeadLetters).Uint64("through_seq", last).
 			Msg("events set aside as dead letters")
 	}
 	c.log.Debug().Int("applied", applied).Uint64("checkpoint", last).Msg("batch applied")

@@ -38,7 +38,7 @@ func RetryDeadLetter(ctx context.Context, db interface {
 		if err != nil {
 			return err
 		}
-		if dead > 0 {
+		if dead.DeadLetters > 0 {
 			again, err := projections.LockDeadLetter(ctx, tx, id)
 			reason = again.Reason
 			return err

@@ -76,12 +76,17 @@ func inProcess(err error) bool {
 	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeDuplicateInProcess
 }
 
-// BodyDigest returns the stored body digest of the event at seq, to tell a
-// retry from a reused key.
-func (a *Appender) BodyDigest(ctx context.Context, seq uint64) (string, error) {
+// Original is what ingest needs of a stored event to answer its re-send.
+type Original struct {
+	BodyDigest string    // tells a retry from a reused key
+	StoredAt   time.Time // when the stream stored it
+}
+
+// Original reads the stored event at seq.
+func (a *Appender) Original(ctx context.Context, seq uint64) (Original, error) {
 	m, err := a.stream.GetMsg(ctx, seq)
 	if err != nil {
-		return "", fmt.Errorf("%w: read event %d: %w", ErrUnavailable, seq, err)
+		return Original{}, fmt.Errorf("%w: read event %d: %w", ErrUnavailable, seq, err)
 	}
-	return m.Header.Get(HeaderBodyDigest), nil
+	return Original{BodyDigest: m.Header.Get(HeaderBodyDigest), StoredAt: m.Time}, nil
 }

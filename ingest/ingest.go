@@ -19,12 +19,13 @@ import (
 	"github.com/taskledger/taskledger/domain"
 	"github.com/taskledger/taskledger/eventlog"
 	"github.com/taskledger/taskledger/internal/httpjson"
+	"github.com/taskledger/taskledger/internal/metrics"
 )
 
 // Appender stores events durably; eventlog.Appender is the implementation.
 type Appender interface {
 	Append(ctx context.Context, r eventlog.Record) (eventlog.Appended, error)
-	BodyDigest(ctx context.Context, seq uint64) (string, error)
+	Original(ctx context.Context, seq uint64) (eventlog.Original, error)
 }
 
 // Options configures a Handler.
@@ -33,6 +34,7 @@ type Options struct {
 	MaxBodyBytes   int64         // larger bodies get 413
 	PublishTimeout time.Duration // wait for the stream's ack before 503
 	Now            func() time.Time
+	Metrics        *metrics.Metrics // nil records nothing
 }
 
 // Handler serves POST /v1/webhooks/{source}.
@@ -98,7 +100,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	ctx, cancel := context.WithTimeout(r.Context(), h.opts.PublishTimeout)
 	defer cancel()
-	stored, err := h.appender.Append(ctx, eventlog.Record{
+	stored, err := h.append(ctx, eventlog.Record{
 		Source: source, Key: key, Body: body, ReceivedAt: h.opts.Now(), RequestHeaders: pick(r.Header),
 	})
 	if err != nil {
@@ -109,19 +111,35 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpjson.Write(w, http.StatusAccepted, Response{Status: "accepted", DedupKey: key.Value, StreamSeq: stored.Seq})
 		return
 	}
-	if key.Explicit() {
-		digest, err := h.appender.BodyDigest(ctx, stored.Seq)
-		if err != nil {
-			h.unavailable(w, err)
-			return
-		}
-		if digest != domain.BodyDigest(body) {
-			httpjson.Error(w, http.StatusUnprocessableEntity, domain.CodeKeyReused, fmt.Sprintf(
-				"%s %q was already used for a different body (stream sequence %d)", key.Origin, key.Value, stored.Seq))
-			return
-		}
+	// The original tells a retry from a reused sender-chosen key, and how
+	// late the re-send is; a derived key needs it only for the latter.
+	original, err := h.appender.Original(ctx, stored.Seq)
+	if err != nil && key.Explicit() {
+		h.unavailable(w, err)
+		return
 	}
+	if key.Explicit() && original.BodyDigest != domain.BodyDigest(body) {
+		httpjson.Error(w, http.StatusUnprocessableEntity, domain.CodeKeyReused, fmt.Sprintf(
+			"%s %q was already used for a different body (stream sequence %d)", key.Origin, key.Value, stored.Seq))
+		return
+	}
+	h.opts.Metrics.Deduplicated(metrics.TierJetStreamWindow, original.StoredAt, h.opts.Now())
 	httpjson.Write(w, http.StatusOK, Response{Status: "duplicate", DedupKey: key.Value, StreamSeq: stored.Seq, Duplicate: true})
+}
+
+// append stores rec, timing JetStream's answer.
+func (h *Handler) append(ctx context.Context, rec eventlog.Record) (eventlog.Appended, error) {
+	start := time.Now()
+	stored, err := h.appender.Append(ctx, rec)
+	outcome := metrics.PublishStored
+	switch {
+	case err != nil:
+		outcome = metrics.PublishFailed
+	case stored.Duplicate:
+		outcome = metrics.PublishDuplicate
+	}
+	h.opts.Metrics.Published(outcome, time.Since(start))
+	return stored, err
 }
 
 func (h *Handler) refuse(w http.ResponseWriter, err error) {

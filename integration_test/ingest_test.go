@@ -177,10 +177,12 @@ func TestStreamOutageAnswers503AndRecovers(t *testing.T) {
 		c.PublishTimeout = 500 * time.Millisecond
 	})
 	b.svc.Start()
+	before := b.scrape(t)
 	if r := b.post(t, "tallyfy", completion("before", "2024-01-15T10:30:00Z")); r.Status != http.StatusAccepted {
 		t.Fatalf("before the outage: %+v", r)
 	}
 	srv.Stop()
+	unavailable := 5.0
 	for i := range 5 {
 		r := b.post(t, "tallyfy", completion("during", fmt.Sprintf("2024-01-15T10:3%d:00Z", i)))
 		if r.Status != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" || r.Error.Code != "stream_unavailable" {
@@ -196,6 +198,7 @@ func TestStreamOutageAnswers503AndRecovers(t *testing.T) {
 		if r = b.post(t, "tallyfy", completion("during", "2024-01-15T10:30:00Z")); r.Status != http.StatusServiceUnavailable {
 			break
 		}
+		unavailable++
 		time.Sleep(50 * time.Millisecond)
 	}
 	if r.Status != http.StatusAccepted || r.StreamSeq != 2 {
@@ -203,6 +206,21 @@ func TestStreamOutageAnswers503AndRecovers(t *testing.T) {
 	}
 	if n := b.messages(t); n != 2 {
 		t.Errorf("stream holds %d events, want 2 (the one before the outage survived the restart)", n)
+	}
+	after := b.scrape(t)
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"taskledger_webhooks_total", []string{"source", "tallyfy", "outcome", "unavailable"}, unavailable},
+		{"taskledger_webhooks_total", []string{"source", "tallyfy", "outcome", "accepted"}, 2},
+		{"taskledger_jetstream_publish_duration_seconds", []string{"outcome", "failed"}, unavailable},
+		{"taskledger_http_requests_total", []string{"route", "POST /v1/webhooks/{source}", "code", "503"}, unavailable},
+	} {
+		if got := delta(t, before, after, c.name, c.labels...); got != c.want {
+			t.Errorf("%s%v: +%v, want +%v", c.name, c.labels, got, c.want)
+		}
 	}
 	// The projection consumers recover by themselves too, and apply both.
 	b.waitCaughtUp(t)

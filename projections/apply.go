@@ -42,12 +42,18 @@ func IsPermanent(err error) bool {
 	return errors.As(err, &pgErr) && (strings.HasPrefix(pgErr.Code, "22") || strings.HasPrefix(pgErr.Code, "23"))
 }
 
+// Applied tells what ApplyEntries did besides applying.
+type Applied struct {
+	DeadLetters int // entries set aside as dead letters
+	Duplicates  int // entries dropped because their dedup key was seen
+}
+
 // ApplyEntries applies entries to the projection stored in schema, inside
 // tx. Entries that cannot be applied (undecodable, or rejected by the
 // database as bad data) are recorded as dead letters in the same
-// transaction; it returns how many. A returned error is never the data's
-// fault: the caller should roll back and retry.
-func (p Projection) ApplyEntries(ctx context.Context, tx pgx.Tx, schema string, entries []Entry) (deadLetters int, err error) {
+// transaction. A returned error is never the data's fault: the caller
+// should roll back and retry.
+func (p Projection) ApplyEntries(ctx context.Context, tx pgx.Tx, schema string, entries []Entry) (Applied, error) {
 	var records []domain.Recorded
 	var dead []deadLetter
 	for _, e := range entries {
@@ -57,32 +63,41 @@ func (p Projection) ApplyEntries(ctx context.Context, tx pgx.Tx, schema string, 
 		}
 		records = append(records, e.Record)
 	}
-	err = inSavepoint(ctx, tx, func(sp pgx.Tx) error { return p.Apply(ctx, sp, schema, records) })
+	var out Applied
+	err := inSavepoint(ctx, tx, func(sp pgx.Tx) (err error) {
+		out.Duplicates, err = p.Apply(ctx, sp, schema, records)
+		return err
+	})
 	if IsPermanent(err) {
 		// Find the culprits: apply one entry at a time.
-		err = nil
+		out.Duplicates, err = 0, nil
 		for _, e := range entries {
 			if e.DecodeErr != nil {
 				continue
 			}
-			err := inSavepoint(ctx, tx, func(sp pgx.Tx) error { return p.Apply(ctx, sp, schema, []domain.Recorded{e.Record}) })
+			err := inSavepoint(ctx, tx, func(sp pgx.Tx) error {
+				dup, err := p.Apply(ctx, sp, schema, []domain.Recorded{e.Record})
+				out.Duplicates += dup
+				return err
+			})
 			if IsPermanent(err) {
 				dead = append(dead, deadLetter{e.Message, err.Error()})
 			} else if err != nil {
-				return 0, err
+				return Applied{}, err
 			}
 		}
 	}
 	if err != nil {
-		return 0, err
+		return Applied{}, err
 	}
 	slices.SortFunc(dead, func(a, b deadLetter) int { return cmp.Compare(a.msg.Seq, b.msg.Seq) })
 	for _, d := range dead {
 		if err := p.recordDeadLetter(ctx, tx, d); err != nil {
-			return 0, err
+			return Applied{}, err
 		}
 	}
-	return len(dead), nil
+	out.DeadLetters = len(dead)
+	return out, nil
 }
 
 func inSavepoint(ctx context.Context, tx pgx.Tx, fn func(pgx.Tx) error) error {
@@ -100,11 +115,15 @@ func inSavepoint(ctx context.Context, tx pgx.Tx, fn func(pgx.Tx) error) error {
 // Apply applies records to the projection stored in schema: one statement
 // for the dedup tier, one for the completions, one for the task states,
 // whatever the number of records. Records whose dedup key the projection has
-// already seen, under another stream sequence, change nothing.
-func (p Projection) Apply(ctx context.Context, tx DB, schema string, records []domain.Recorded) error {
+// already seen, under another stream sequence, change nothing; it returns
+// how many there were.
+func (p Projection) Apply(ctx context.Context, tx DB, schema string, records []domain.Recorded) (duplicates int, err error) {
 	fresh, err := markSeen(ctx, tx, schema, records)
-	if err != nil || len(fresh) == 0 {
-		return err
+	if err != nil {
+		return 0, err
+	}
+	if duplicates = len(records) - len(fresh); len(fresh) == 0 {
+		return duplicates, nil
 	}
 	var completions []domain.Completion
 	for _, r := range fresh {
@@ -113,9 +132,9 @@ func (p Projection) Apply(ctx context.Context, tx DB, schema string, records []d
 		}
 	}
 	if err := p.upsertCompletions(ctx, tx, schema, domain.Keep(p.Policy, completions)); err != nil {
-		return err
+		return 0, err
 	}
-	return upsertStates(ctx, tx, schema, domain.FoldStates(fresh))
+	return duplicates, upsertStates(ctx, tx, schema, domain.FoldStates(fresh))
 }
 
 // markSeen inserts the records' dedup keys and returns the records whose

@@ -33,21 +33,21 @@ func reopened(seq uint64, task string, hour int) domain.Recorded {
 }
 
 // applyBatch applies records in one transaction as the consumer does.
-func applyBatch(t *testing.T, pool *pgxpool.Pool, p projections.Projection, records []domain.Recorded) int {
+func applyBatch(t *testing.T, pool *pgxpool.Pool, p projections.Projection, records []domain.Recorded) projections.Applied {
 	t.Helper()
 	entries := make([]projections.Entry, len(records))
 	for i, r := range records {
 		entries[i] = projections.Entry{Message: projections.Message{Seq: r.Seq, Subject: "x.s", Body: []byte("{}")}, Record: r}
 	}
-	var dead int
+	var out projections.Applied
 	err := pgx.BeginFunc(context.Background(), pool, func(tx pgx.Tx) (err error) {
-		dead, err = p.ApplyEntries(context.Background(), tx, p.Name, entries)
+		out, err = p.ApplyEntries(context.Background(), tx, p.Name, entries)
 		return err
 	})
 	if err != nil {
 		t.Fatalf("apply: %v", err)
 	}
-	return dead
+	return out
 }
 
 func stored(t *testing.T, pool *pgxpool.Pool, p projections.Projection) ([]domain.Completion, []domain.TaskState) {
@@ -132,12 +132,16 @@ func TestSeenKeyWithAnotherSequenceChangesNothing(t *testing.T) {
 	t.Parallel()
 	pool := testenv.NewMigratedPool(t)
 	p := projections.ForPolicy(domain.PolicyAll)
-	applyBatch(t, pool, p, []domain.Recorded{completed(1, "a1", 1)})
+	if got := applyBatch(t, pool, p, []domain.Recorded{completed(1, "a1", 1)}); got.Duplicates != 0 {
+		t.Errorf("first application counted %d duplicates", got.Duplicates)
+	}
 	// The same key stored again long after JetStream's window forgot it,
-	// with a different body: the durable tier drops it.
+	// with a different body: the durable tier drops it, and counts it.
 	late := completed(50, "a1", 3)
 	late.DedupKey = completed(1, "a1", 1).DedupKey
-	applyBatch(t, pool, p, []domain.Recorded{late})
+	if got := applyBatch(t, pool, p, []domain.Recorded{late, completed(51, "b1", 1)}); got.Duplicates != 1 {
+		t.Errorf("duplicates %d, want 1", got.Duplicates)
+	}
 	h, err := p.History(context.Background(), pool, "a1")
 	if err != nil {
 		t.Fatal(err)
@@ -166,13 +170,13 @@ func TestBadDataBecomesADeadLetterAndTheRestApplies(t *testing.T) {
 		Message:   projections.Message{Seq: 4, Subject: "x.s", Header: map[string][]string{"A": {"b"}}, Body: []byte("not json")},
 		DecodeErr: errors.New("undecodable event: body is not valid JSON"),
 	})
-	var dead int
+	var out projections.Applied
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) (err error) {
-		dead, err = p.ApplyEntries(ctx, tx, p.Name, entries)
+		out, err = p.ApplyEntries(ctx, tx, p.Name, entries)
 		return err
 	})
-	if err != nil || dead != 2 {
-		t.Fatalf("dead letters %d, err %v; want 2, nil", dead, err)
+	if err != nil || out.DeadLetters != 2 {
+		t.Fatalf("dead letters %d, err %v; want 2, nil", out.DeadLetters, err)
 	}
 	for _, task := range []string{"a1", "b1"} {
 		if _, err := p.History(ctx, pool, task); err != nil {

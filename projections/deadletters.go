@@ -94,3 +94,24 @@ func ResolveDeadLetter(ctx context.Context, tx DB, id int64) error {
 		attempts = attempts + 1 WHERE id = $1`, id)
 	return err
 }
+
+// UnresolvedDeadLetters counts the unresolved dead letters by projection;
+// a projection without any is absent.
+func UnresolvedDeadLetters(ctx context.Context, db DB) (map[string]int, error) {
+	rows, err := db.Query(ctx, `SELECT projection, count(*) FROM dead_letters
+		WHERE resolved_at IS NULL GROUP BY projection`)
+	if err != nil {
+		return nil, fmt.Errorf("count dead letters: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var name string
+		var n int
+		if err := rows.Scan(&name, &n); err != nil {
+			return nil, err
+		}
+		out[name] = n
+	}
+	return out, rows.Err()
+}

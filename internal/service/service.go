@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/taskledger/taskledger/api"
@@ -27,6 +28,7 @@ import (
 	"github.com/taskledger/taskledger/ingest"
 	"github.com/taskledger/taskledger/internal/config"
 	"github.com/taskledger/taskledger/internal/httpjson"
+	"github.com/taskledger/taskledger/internal/metrics"
 	"github.com/taskledger/taskledger/internal/postgres"
 	"github.com/taskledger/taskledger/migrations"
 	"github.com/taskledger/taskledger/projections"
@@ -42,6 +44,8 @@ type Service struct {
 	js       jetstream.JetStream
 	stream   jetstream.Stream
 	pool     *pgxpool.Pool
+	api      *api.API
+	metrics  *metrics.Metrics
 	handler  http.Handler
 
 	consumers  []*consumers.Consumer
@@ -85,6 +89,16 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (_ *Servic
 	if err := migrations.Up(s.pool); err != nil {
 		return nil, err
 	}
+	s.api = api.New(s.pool, s, s.startRebuild, cfg.AdminToken, log)
+	var names []string
+	for _, p := range projections.All {
+		names = append(names, p.Name)
+	}
+	// A registry of its own, so that services sharing a process (tests)
+	// keep their metrics apart.
+	s.metrics = metrics.New(prometheus.NewRegistry(), metrics.Options{
+		Projections: names, Sources: cfg.Sources, Status: s.projectionStatus, Pool: s.pool,
+	})
 	read := consumers.ReadOptions{
 		Stream:   cfg.Stream,
 		Subjects: []string{s.streamConfig().AllSubjects()},
@@ -98,6 +112,7 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (_ *Servic
 			ReadOptions:    read,
 			StandbyPoll:    time.Second,
 			DedupRetention: cfg.DedupRetention,
+			Metrics:        s.metrics,
 		}, log))
 	}
 	rebuild := read
@@ -201,12 +216,13 @@ func (s *Service) routes() http.Handler {
 	mux := http.NewServeMux()
 	if s.cfg.Ingests() {
 		appender := eventlog.NewAppender(s.nc, s.js, s.stream, s.streamConfig())
-		mux.Handle("POST /v1/webhooks/{source}", ingest.New(appender, ingest.Options{
+		mux.Handle("POST /v1/webhooks/{source}", s.metrics.Webhooks(ingest.New(appender, ingest.Options{
 			Sources:        s.cfg.Sources,
 			MaxBodyBytes:   s.cfg.MaxBodyBytes,
 			PublishTimeout: s.cfg.PublishTimeout,
 			Now:            time.Now,
-		}, s.log))
+			Metrics:        s.metrics,
+		}, s.log)))
 	} else {
 		mux.HandleFunc("POST /v1/webhooks/{source}", func(w http.ResponseWriter, _ *http.Request) {
 			httpjson.Error(w, http.StatusNotFound, "not_ingesting",
@@ -217,8 +233,30 @@ func (s *Service) routes() http.Handler {
 		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.ready)
-	api.New(s.pool, s.StreamLastSeq, s.startRebuild, s.cfg.AdminToken, s.log).Register(mux)
-	return httpjson.LogRequests(s.log, mux)
+	mux.Handle("GET /metrics", s.metrics.Handler())
+	s.api.Register(mux)
+	return httpjson.LogRequests(s.log, s.metrics.HTTP(mux))
+}
+
+// projectionStatus is what GET /v1/projections reports, for the metrics.
+func (s *Service) projectionStatus(ctx context.Context) ([]metrics.ProjectionStatus, error) {
+	views, err := s.api.Projections(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]metrics.ProjectionStatus, 0, len(views))
+	for _, v := range views {
+		st := metrics.ProjectionStatus{Name: v.Name, Checkpoint: v.Checkpoint, LagEvents: v.Lag,
+			LagSeconds: v.LagSeconds, DeadLetters: v.DeadLetters}
+		if rb := v.Rebuild; rb != nil {
+			st.RebuildRatio = 1
+			if rb.TargetSeq > 0 {
+				st.RebuildRatio = float64(rb.AppliedSeq) / float64(rb.TargetSeq)
+			}
+		}
+		out = append(out, st)
+	}
+	return out, nil
 }
 
 // ready answers 200 when NATS and the stream answer, Postgres answers and
@@ -257,6 +295,15 @@ func (s *Service) StreamLastSeq(ctx context.Context) (uint64, error) {
 		return 0, err
 	}
 	return info.State.LastSeq, nil
+}
+
+// StoredAt is when the first event at or after seq was stored.
+func (s *Service) StoredAt(ctx context.Context, seq uint64) (time.Time, error) {
+	m, err := s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(s.streamConfig().AllSubjects()))
+	if err != nil {
+		return time.Time{}, fmt.Errorf("read event at or after %d: %w", seq, err)
+	}
+	return m.Time, nil
 }
 
 // Pool is the database pool.
