@@ -9,8 +9,8 @@ STATICCHECK_VERSION := v0.8.2
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-run: ## run the service: embedded NATS, local Postgres, http://localhost:8080
-	$(GO) run ./cmd/taskledger serve
+run: build ## run the service on http://localhost:8080: embedded NATS, and a Postgres found or started
+	exec ./$(BIN) dev
 
 build: ## build bin/taskledger
 	$(GO) build -o $(BIN) ./cmd/taskledger
@@ -28,9 +28,10 @@ fuzz: ## fuzz the webhook parser and dedup-key derivation for 60s
 bench: ## run the Go benchmarks against real Postgres and JetStream
 	$(GO) test -run '^$$' -bench . $(PKGS)
 
-lint: ## gofmt, go vet and staticcheck
+lint: ## gofmt, go vet, go mod tidy and staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet $(PKGS)
+	$(GO) mod tidy -diff
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
 
 migrate: ## apply the embedded migrations to TASKLEDGER_DATABASE_URL

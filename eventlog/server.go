@@ -4,7 +4,11 @@
 package eventlog
 
 import (
+	"errors"
 	"fmt"
+	"net"
+	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -26,6 +30,9 @@ type ServerOptions struct {
 	SyncInterval time.Duration
 }
 
+// ErrAddrInUse is returned by StartServer when its client port is taken.
+var ErrAddrInUse = errors.New("address in use")
+
 // StartServer starts a JetStream-enabled nats-server in this process and
 // waits until it accepts connections.
 func StartServer(o ServerOptions) (*server.Server, error) {
@@ -40,6 +47,19 @@ func StartServer(o ServerOptions) (*server.Server, error) {
 		DontListen:   o.Port == 0,
 		NoSigs:       true,
 		NoLog:        true,
+	}
+	if o.Port > 0 {
+		// nats-server does not report a failed listen; it only never
+		// becomes ready. Find out first, and say so at once.
+		addr := net.JoinHostPort(opts.Host, strconv.Itoa(o.Port))
+		ln, err := net.Listen("tcp", addr)
+		if errors.Is(err, syscall.EADDRINUSE) {
+			err = fmt.Errorf("%w (%w)", ErrAddrInUse, err)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("embedded NATS server cannot listen on %s: %w", addr, err)
+		}
+		ln.Close()
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

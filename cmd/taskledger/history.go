@@ -33,7 +33,7 @@ func history(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	pool, err := postgres.Open(ctx, cfg.DatabaseURL)
+	pool, err := postgres.OpenMigrated(ctx, cfg.DatabaseURL)
 	if err != nil {
 		return err
 	}

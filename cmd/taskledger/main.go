@@ -22,6 +22,7 @@ const usage = `taskledger — durable, deduplicated task-completion histories
 
 Usage:
   taskledger serve [flags]                       ingest + projections + query API (default)
+  taskledger dev [flags]                         serve, after finding or starting a local Postgres
   taskledger migrate up [flags]                  apply the embedded Postgres migrations
   taskledger history TASK_ID [--policy P] [--json]
                                                  print a task's completion history
@@ -47,13 +48,21 @@ func main() {
 	}
 }
 
+// run runs the command args names, and adds to its error what the operator
+// can do about it.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return withHint(dispatch(ctx, args, stdout, stderr))
+}
+
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		args = []string{"serve"}
 	}
 	switch args[0] {
 	case "serve":
 		return serve(ctx, args[1:], stderr)
+	case "dev":
+		return dev(ctx, args[1:], stderr)
 	case "migrate":
 		return migrate(ctx, args[1:], stdout, stderr)
 	case "history":

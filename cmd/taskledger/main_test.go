@@ -28,16 +28,23 @@ func freeAddr(t *testing.T) string {
 // SIGTERM does and expects a clean exit.
 func TestServeEmbeddedAndShutDown(t *testing.T) {
 	dbURL := testenv.NewDatabase(t)
+	serveAndStop(t, "serve", "-data-dir", t.TempDir(), "-database-url", dbURL, "-embedded-nats-addr", freeAddr(t))
+}
+
+// serveAndStop runs the command (serve or dev) until it is ready, takes a
+// webhook, then cancels it as SIGINT does and expects a clean exit.
+func serveAndStop(t *testing.T, args ...string) {
+	t.Helper()
 	addr := freeAddr(t)
 	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"serve", "-http-addr", addr, "-data-dir", t.TempDir(),
-			"-database-url", dbURL, "-log-level", "warn", "-embedded-nats-addr", freeAddr(t)}, io.Discard, io.Discard)
+		done <- run(ctx, append(args, "-http-addr", addr, "-log-level", "warn"), io.Discard, io.Discard)
 	}()
 	base := "http://" + addr
 	var ready bool
-	for range 300 {
+	for range 1500 {
 		if resp, err := http.Get(base + "/readyz"); err == nil {
 			resp.Body.Close()
 			if ready = resp.StatusCode == http.StatusOK; ready {
@@ -46,12 +53,12 @@ func TestServeEmbeddedAndShutDown(t *testing.T) {
 		}
 		select {
 		case err := <-done:
-			t.Fatalf("serve exited early: %v", err)
+			t.Fatalf("%s exited early: %v", args[0], err)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
 	if !ready {
-		t.Fatal("serve never became ready")
+		t.Fatalf("%s never became ready", args[0])
 	}
 	resp, err := http.Post(base+"/v1/webhooks/tallyfy", "application/json", strings.NewReader(
 		`{"event":"task.completed","task_id":"t1","completed_at":"2024-01-15T10:30:00Z"}`))
@@ -64,7 +71,7 @@ func TestServeEmbeddedAndShutDown(t *testing.T) {
 	}
 	stop()
 	if err := <-done; err != nil {
-		t.Fatalf("serve returned %v after shutdown, want nil", err)
+		t.Fatalf("%s returned %v after shutdown, want nil", args[0], err)
 	}
 }
 
@@ -79,7 +86,6 @@ func TestRunRejectsBadInvocations(t *testing.T) {
 		{"migrate without up", []string{"migrate"}, "usage: taskledger migrate up"},
 		{"invalid flag value", []string{"serve", "-http-addr", "nonsense"}, "http-addr"},
 		{"unknown flag", []string{"serve", "-no-such-flag"}, "flag provided but not defined"},
-		{"unreachable database", []string{"migrate", "up", "-database-url", "postgres://nobody@127.0.0.1:1/x"}, "cannot reach Postgres at 127.0.0.1:1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

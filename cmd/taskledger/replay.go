@@ -34,6 +34,10 @@ func replay(ctx context.Context, args []string, stderr io.Writer) error {
 		// A running `taskledger serve` owns the embedded server: use it.
 		cfg.NATSURL = "nats://" + cfg.EmbeddedNATSAddr
 	}
+	if cfg.NATSURL == "" && !service.HasStoredStream(cfg) {
+		return fmt.Errorf("data directory %s holds no stream %s: run replay where `taskledger serve` keeps its data "+
+			"(TASKLEDGER_DATA_DIR, --data-dir), or while the service runs", cfg.DataDir, cfg.Stream)
+	}
 	svc, err := service.Open(ctx, cfg, log)
 	if err != nil {
 		return err

@@ -8,6 +8,9 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/taskledger/taskledger/internal/config"
 	"github.com/taskledger/taskledger/internal/service"
 )
 
@@ -18,7 +21,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.LogLevel, stderr)
+	return serveConfig(ctx, cfg, newLogger(cfg.LogLevel, stderr))
+}
+
+// serveConfig is serve with its configuration loaded.
+func serveConfig(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 	svc, err := service.Open(ctx, cfg, log)
 	if err != nil {
 		return err

@@ -83,10 +83,10 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (_ *Servic
 	if s.stream, err = eventlog.EnsureStream(ctx, s.js, s.streamConfig()); err != nil {
 		return nil, err
 	}
-	if s.pool, err = postgres.Open(ctx, cfg.DatabaseURL); err != nil {
+	if s.pool, err = postgres.Open(ctx, cfg.DatabaseURL, log); err != nil {
 		return nil, err
 	}
-	if err := migrations.Up(s.pool); err != nil {
+	if err := migrate(ctx, s.pool, log); err != nil {
 		return nil, err
 	}
 	s.api = api.New(s.pool, s, s.startRebuild, cfg.AdminToken, log)
@@ -121,6 +121,21 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (_ *Servic
 	s.rebuilder = consumers.NewRebuilder(s.pool, s.js, rebuild, log)
 	s.handler = s.routes()
 	return s, nil
+}
+
+// migrate applies the pending migrations, logging when there were any.
+func migrate(ctx context.Context, pool *pgxpool.Pool, log zerolog.Logger) error {
+	before, _, err := migrations.Version(ctx, pool)
+	if err != nil {
+		return err
+	}
+	if err := migrations.Up(pool); err != nil {
+		return err
+	}
+	if before != migrations.Latest() {
+		log.Info().Uint("from_version", before).Uint("to_version", migrations.Latest()).Msg("migrations applied")
+	}
+	return nil
 }
 
 // Start runs the projection consumers in the background until Close,
@@ -182,7 +197,7 @@ func (s *Service) startEmbedded() error {
 	if err != nil {
 		return err
 	}
-	dir := filepath.Join(s.cfg.DataDir, "nats")
+	dir := embeddedStoreDir(s.cfg)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return fmt.Errorf("create data dir %s: %w (set TASKLEDGER_DATA_DIR to a writable directory)", dir, err)
 	}
@@ -197,6 +212,17 @@ func (s *Service) startEmbedded() error {
 	s.log.Info().Str("store_dir", dir).Str("sync", s.cfg.NATSSync).Str("listen", s.cfg.EmbeddedNATSAddr).
 		Msg("embedded NATS JetStream started")
 	return nil
+}
+
+// embeddedStoreDir is where the embedded server keeps its file store.
+func embeddedStoreDir(cfg config.Config) string { return filepath.Join(cfg.DataDir, "nats") }
+
+// HasStoredStream reports whether cfg's data directory holds the embedded
+// server's copy of cfg's stream, so that opening it offline finds events.
+func HasStoredStream(cfg config.Config) bool {
+	// The file store keeps a stream under jetstream/<account>/streams/<name>.
+	matches, _ := filepath.Glob(filepath.Join(embeddedStoreDir(cfg), "jetstream", "*", "streams", cfg.Stream))
+	return len(matches) > 0
 }
 
 func (s *Service) streamConfig() eventlog.StreamConfig {
@@ -268,12 +294,10 @@ func (s *Service) ready(w http.ResponseWriter, r *http.Request) {
 	if _, err := s.stream.Info(ctx); err != nil {
 		checks["nats"] = err.Error()
 	}
-	var version int64
-	var dirty bool
-	if err := s.pool.QueryRow(ctx, "SELECT version, dirty FROM schema_migrations").Scan(&version, &dirty); err != nil {
+	if version, dirty, err := migrations.Version(ctx, s.pool); err != nil {
 		checks["postgres"] = err.Error()
 		checks["migrations"] = "unknown"
-	} else if dirty || uint(version) != migrations.Latest() {
+	} else if dirty || version != migrations.Latest() {
 		checks["migrations"] = fmt.Sprintf("at version %d (dirty=%v), want %d", version, dirty, migrations.Latest())
 	}
 	status := http.StatusOK

@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 	"github.com/testcontainers/testcontainers-go"
 	tcnats "github.com/testcontainers/testcontainers-go/modules/nats"
 	tcpostgres "github.com/testcontainers/testcontainers-go/modules/postgres"
@@ -230,7 +231,7 @@ func NewMigratedPool(t testing.TB) *pgxpool.Pool {
 // it, closed when t ends.
 func MigratedPool(t testing.TB, databaseURL string) *pgxpool.Pool {
 	t.Helper()
-	pool, err := postgres.Open(context.Background(), databaseURL)
+	pool, err := postgres.Open(context.Background(), databaseURL, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,4 +256,20 @@ func Rows(t testing.TB, db interface {
 		t.Fatalf("%s: %v", query, err)
 	}
 	return out
+}
+
+// SharedTempDir is a fresh directory, removed after the test, that other
+// users may pass through but not list (t.TempDir is private to its owner):
+// for a Postgres cluster run as an unprivileged user under it.
+func SharedTempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "taskledger-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
