@@ -25,13 +25,17 @@ type KeyOrigin string
 // Key origins, in order of precedence.
 const (
 	OriginIdempotencyKey KeyOrigin = "idempotency-key"
+	OriginDeliveryID     KeyOrigin = "delivery-id" // the source's id_header or id_field
 	OriginWebhookID      KeyOrigin = "webhook-id"
 	OriginEventID        KeyOrigin = "event_id"
 	OriginDerived        KeyOrigin = "derived"
 )
 
 // DedupKey identifies an event. Its Value is scoped by source and is what
-// taskledger sends as Nats-Msg-Id.
+// taskledger sends as Nats-Msg-Id. Sender-chosen keys and derived keys live
+// in disjoint namespaces, "<source>:id:<key>" and "<source>:derived:<hash>",
+// so no sender can choose a key equal to another event's derived one.
+
 type DedupKey struct {
 	Value  string
 	Origin KeyOrigin
@@ -42,21 +46,31 @@ type DedupKey struct {
 // that way because it is computed from the event itself.
 func (k DedupKey) Explicit() bool { return k.Origin != OriginDerived }
 
-// KeyHeaders carries the request headers that may supply a dedup key.
+// KeyHeaders carries what a delivery may supply as its dedup key besides
+// the body's event_id.
 type KeyHeaders struct {
 	IdempotencyKey string // Idempotency-Key, or else X-Idempotency-Key
+	DeliveryID     string // the source's own delivery id (its id_header or id_field)
 	WebhookID      string // webhook-id (Standard Webhooks)
 }
 
+// Key namespaces after the source: sender-chosen and derived keys never meet.
+const (
+	senderNamespace  = ":id:"
+	derivedNamespace = ":derived:"
+)
+
 // DeriveDedupKey picks the event's dedup key by CONTRACT precedence: the
-// idempotency-key header, the webhook-id header, the body's event_id, and
-// last a hash of source, event type, task id and the event's own time.
+// idempotency-key header, the source's own delivery id, the webhook-id
+// header, the body's event_id, and last a hash of source, event type, task
+// id and the event's own time.
 func DeriveDedupKey(ev Event, h KeyHeaders) (DedupKey, error) {
 	for _, c := range []struct {
 		value  string
 		origin KeyOrigin
 	}{
 		{h.IdempotencyKey, OriginIdempotencyKey},
+		{h.DeliveryID, OriginDeliveryID},
 		{h.WebhookID, OriginWebhookID},
 		{ev.EventID, OriginEventID},
 	} {
@@ -66,9 +80,9 @@ func DeriveDedupKey(ev Event, h KeyHeaders) (DedupKey, error) {
 		if err := checkKey(string(c.origin), c.value); err != nil {
 			return DedupKey{}, err
 		}
-		return DedupKey{Value: ev.Source + ":" + c.value, Origin: c.origin}, nil
+		return DedupKey{Value: ev.Source + senderNamespace + c.value, Origin: c.origin}, nil
 	}
-	return DedupKey{Value: ev.Source + ":derived:" + derivedHash(ev), Origin: OriginDerived}, nil
+	return DedupKey{Value: ev.Source + derivedNamespace + derivedHash(ev), Origin: OriginDerived}, nil
 }
 
 // derivedHash hashes the fields that make an event the same fact. Events

@@ -2,6 +2,7 @@ package domain
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -28,9 +29,10 @@ func TestDedupKeyPrecedence(t *testing.T) {
 		want    string
 		origin  KeyOrigin
 	}{
-		{"idempotency header wins", ev, KeyHeaders{IdempotencyKey: "idem", WebhookID: "msg_1"}, "tallyfy:idem", OriginIdempotencyKey},
-		{"webhook-id next", ev, KeyHeaders{WebhookID: "msg_1"}, "tallyfy:msg_1", OriginWebhookID},
-		{"event_id next", ev, KeyHeaders{}, "tallyfy:ev-9", OriginEventID},
+		{"idempotency header wins", ev, KeyHeaders{IdempotencyKey: "idem", DeliveryID: "d-1", WebhookID: "msg_1"}, "tallyfy:id:idem", OriginIdempotencyKey},
+		{"delivery id next", ev, KeyHeaders{DeliveryID: "d-1", WebhookID: "msg_1"}, "tallyfy:id:d-1", OriginDeliveryID},
+		{"webhook-id next", ev, KeyHeaders{WebhookID: "msg_1"}, "tallyfy:id:msg_1", OriginWebhookID},
+		{"event_id next", ev, KeyHeaders{}, "tallyfy:id:ev-9", OriginEventID},
 		{"derived last", noEventID, KeyHeaders{}, "tallyfy:derived:", OriginDerived},
 	}
 	for _, tt := range tests {
@@ -94,6 +96,28 @@ func TestDerivedKeyIdentifiesTheFact(t *testing.T) {
 	}
 	if a == key("s", `{"event":"task.assigned","task_id":"t","to":"y"}`) {
 		t.Error("different unknown-type bodies share a key")
+	}
+}
+
+// A sender cannot choose a key equal to another event's derived key, by
+// any layer that supplies sender-chosen keys.
+func TestSenderKeysNeverEqualDerivedKeys(t *testing.T) {
+	t.Parallel()
+	derived, _ := DeriveDedupKey(mustParse(t, "s", `{"event":"task.completed","task_id":"t1","completed_at":"2024-01-15T10:30:00Z"}`), KeyHeaders{})
+	tail := strings.TrimPrefix(derived.Value, "s:")
+	hash := strings.TrimPrefix(derived.Value, "s:derived:")
+	other := mustParse(t, "s", `{"event":"task.completed","task_id":"t2","completed_at":"2024-01-15T10:30:00Z"}`)
+	for _, v := range []string{tail, hash, derived.Value, ":" + tail, "derived:" + hash} {
+		for _, h := range []KeyHeaders{{IdempotencyKey: v}, {DeliveryID: v}, {WebhookID: v}} {
+			k, err := DeriveDedupKey(other, h)
+			if err != nil || k.Value == derived.Value {
+				t.Errorf("headers %+v: key %q, %v collides with derived %q", h, k.Value, err, derived.Value)
+			}
+		}
+		withEventID := mustParse(t, "s", fmt.Sprintf(`{"event":"task.completed","task_id":"t2","completed_at":"2024-01-15T10:30:00Z","event_id":%q}`, v))
+		if k, _ := DeriveDedupKey(withEventID, KeyHeaders{}); k.Value == derived.Value {
+			t.Errorf("event_id %q collides with derived %q", v, derived.Value)
+		}
 	}
 }
 

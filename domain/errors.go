@@ -16,6 +16,10 @@ const (
 	CodeUnknownSource    = "unknown_source"
 	CodeUnsupportedMedia = "unsupported_media_type"
 	CodeBodyTooLarge     = "body_too_large"
+	CodeHeaderTooLarge   = "header_too_large"
+	CodeSignatureMissing = "signature_missing"
+	CodeSignatureInvalid = "signature_invalid"
+	CodeSignatureExpired = "signature_expired"
 )
 
 // ErrInvalidJSON is wrapped by errors for bodies that are not JSON at all.

@@ -45,9 +45,13 @@ func (e Event) IsCompletion() bool { return e.Type == TypeCompleted }
 func (e Event) IsReopen() bool { return e.Type == TypeReopened }
 
 // ParseEvent decodes and validates a webhook body sent by source. It returns
-// an error wrapping ErrInvalidJSON when the body is not JSON, and a
+// an error wrapping ErrInvalidJSON when the body is not JSON (JSON text is
+// UTF-8: a body that is not valid UTF-8 is not JSON), and a
 // *ValidationError when it is JSON but not a valid event.
 func ParseEvent(source string, body []byte) (Event, error) {
+	if !utf8.Valid(body) {
+		return Event{}, fmt.Errorf("%w: it is not valid UTF-8", ErrInvalidJSON)
+	}
 	if !json.Valid(body) {
 		return Event{}, fmt.Errorf("%w", ErrInvalidJSON)
 	}
@@ -83,6 +87,16 @@ func ParseEvent(source string, body []byte) (Event, error) {
 		return Event{}, err
 	}
 	return ev, nil
+}
+
+// BodyField returns the top-level string field name of a JSON object body,
+// "" when it is absent or null: where a source puts its own delivery id.
+func BodyField(body []byte, name string) (string, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(body, &fields); err != nil {
+		return "", fmt.Errorf("%w: %w", ErrInvalidJSON, err)
+	}
+	return optionalString(fields, name)
 }
 
 func requiredString(fields map[string]json.RawMessage, name string) (string, error) {
@@ -127,8 +141,8 @@ func requiredTime(fields map[string]json.RawMessage, name string) (time.Time, er
 	if err != nil {
 		return time.Time{}, invalid(name, "must be an RFC 3339 timestamp, e.g. 2024-01-15T10:30:00Z")
 	}
-	if t = t.UTC(); t.Year() < 1 {
-		return time.Time{}, invalid(name, "is before year 1")
+	if t = t.UTC(); t.Year() < 1 || t.Year() > 9999 {
+		return time.Time{}, invalid(name, "must fall in the years 0001 to 9999 in UTC")
 	}
 	return t.Truncate(time.Microsecond), nil
 }

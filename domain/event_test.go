@@ -46,6 +46,8 @@ func TestParseEventRejects(t *testing.T) {
 		name, body, code, field string
 	}{
 		{"not json", `{"event":`, "", ""},
+		{"invalid UTF-8 in a string", "{\"event\":\"x\",\"task_id\":\"\xff\xfe\"}", "", ""},
+		{"invalid UTF-8 in an unknown field", "{\"event\":\"x\",\"task_id\":\"t\",\"note\":\"\xc3\"}", "", ""},
 		{"not an object", `["task.completed"]`, CodeInvalidField, ""},
 		{"json null", `null`, CodeInvalidField, ""},
 		{"missing event", `{"task_id":"t"}`, CodeMissingField, "event"},
@@ -60,6 +62,8 @@ func TestParseEventRejects(t *testing.T) {
 		{"bad completion time", `{"event":"task.completed","task_id":"t","completed_at":"yesterday"}`, CodeInvalidField, "completed_at"},
 		{"time not string", `{"event":"task.completed","task_id":"t","completed_at":1705314600}`, CodeInvalidField, "completed_at"},
 		{"year zero", `{"event":"task.completed","task_id":"t","completed_at":"0001-01-01T00:30:00+01:00"}`, CodeInvalidField, "completed_at"},
+		{"year 10000 in UTC", `{"event":"task.completed","task_id":"t","completed_at":"9999-12-31T23:59:59-01:00"}`, CodeInvalidField, "completed_at"},
+		{"reopen in year 10000", `{"event":"task.reopened","task_id":"t","reopened_at":"9999-12-31T23:30:00-00:45"}`, CodeInvalidField, "reopened_at"},
 		{"reopen without time", `{"event":"task.reopened","task_id":"t","completed_at":"2024-01-15T10:30:00Z"}`, CodeMissingField, "reopened_at"},
 		{"overlong id", `{"event":"x","task_id":"` + string(make([]byte, 0)) + repeat("a", MaxIDLength+1) + `"}`, CodeInvalidField, "task_id"},
 	}
@@ -90,4 +94,27 @@ func repeat(s string, n int) string {
 		out = append(out, s...)
 	}
 	return string(out)
+}
+
+func TestParseEventAcceptsTheYearBounds(t *testing.T) {
+	t.Parallel()
+	for _, at := range []string{"0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z", "0001-01-01T00:30:00-01:00"} {
+		if _, err := ParseEvent("s", []byte(`{"event":"task.completed","task_id":"t","completed_at":"`+at+`"}`)); err != nil {
+			t.Errorf("%s: %v", at, err)
+		}
+	}
+}
+
+func TestBodyField(t *testing.T) {
+	t.Parallel()
+	body := []byte(`{"id":"evt_1","n":3,"z":null}`)
+	for field, want := range map[string]string{"id": "evt_1", "z": "", "absent": ""} {
+		if got, err := BodyField(body, field); err != nil || got != want {
+			t.Errorf("%s = %q, %v; want %q", field, got, err, want)
+		}
+	}
+	var ve *ValidationError
+	if _, err := BodyField(body, "n"); !errors.As(err, &ve) || ve.Code != CodeInvalidField {
+		t.Errorf("numeric field: %v", err)
+	}
 }

@@ -17,6 +17,9 @@ func FuzzParseAndKey(f *testing.F) {
 	f.Add([]byte(`{"event":1}`), "", "")
 	f.Add([]byte(`[]`), "", "")
 	f.Add([]byte(`{"task_id":"\u0000"}`), "", "")
+	f.Add([]byte(`{"event":"task.completed","task_id":"t","completed_at":"2024-01-15T10:30:00Z"}`), "derived:abc", "")
+	f.Add([]byte("{\"event\":\"x\",\"task_id\":\"\xff\xfe\"}"), "", "")
+	f.Add([]byte(`{"event":"task.completed","task_id":"t","completed_at":"9999-12-31T23:59:59-01:00"}`), "", "")
 	f.Fuzz(func(t *testing.T, body []byte, idem, webhookID string) {
 		ev, err := ParseEvent("src", body)
 		if err != nil {
@@ -41,8 +44,12 @@ func FuzzParseAndKey(f *testing.F) {
 			}
 			return
 		}
-		if !strings.HasPrefix(key.Value, "src:") || len(key.Value) > len("src:")+MaxKeyLength {
-			t.Fatalf("malformed key %q", key.Value)
+		if key.Explicit() != strings.HasPrefix(key.Value, "src:id:") ||
+			key.Explicit() == strings.HasPrefix(key.Value, "src:derived:") || len(key.Value) > len("src:id:")+MaxKeyLength {
+			t.Fatalf("malformed key %q from %s", key.Value, key.Origin)
+		}
+		if y := ev.OccurredAt.Year(); !ev.OccurredAt.IsZero() && (y < 1 || y > 9999) {
+			t.Fatalf("accepted a time in year %d", y)
 		}
 		again, _ := DeriveDedupKey(ev, h)
 		if again != key {

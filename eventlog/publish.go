@@ -15,6 +15,11 @@ import (
 // event may or may not be stored; a retry with the same key is safe.
 var ErrUnavailable = errors.New("event stream unavailable")
 
+// ErrTooLarge is returned, before anything is sent, for a record whose
+// body and headers together exceed the largest message the server takes
+// (its max_payload): it can never be stored.
+var ErrTooLarge = errors.New("event larger than the stream takes")
+
 // Appended is JetStream's answer to an append.
 type Appended struct {
 	Seq       uint64 // the event's stream sequence (the original one for a duplicate)
@@ -37,12 +42,19 @@ func NewAppender(nc *nats.Conn, js jetstream.JetStream, stream jetstream.Stream,
 // Append publishes r with Nats-Msg-Id set to its dedup key and returns once
 // JetStream has acknowledged it, so a nil error means the event is stored.
 // When a concurrent publish of the same key is still being replicated, it
-// waits for that one and answers its sequence as a duplicate.
+// waits for that one and answers its sequence as a duplicate. Errors wrap
+// ErrTooLarge (permanent) or ErrUnavailable (retry).
 func (a *Appender) Append(ctx context.Context, r Record) (Appended, error) {
+	msg := r.Message(a.cfg.Subject(r.Source))
+	// The server refuses header plus body over max_payload; the stream
+	// (MaxMsgSize unset) and its 64 KiB header limit allow anything below.
+	if size, limit := int64(msg.Size()-len(msg.Subject)), a.nc.MaxPayload(); limit > 0 && size > limit {
+		return Appended{}, fmt.Errorf("%w: body and stored headers are %d bytes, the server's max_payload is %d",
+			ErrTooLarge, size, limit)
+	}
 	if !a.nc.IsConnected() {
 		return Appended{}, fmt.Errorf("%w: not connected to NATS (%s)", ErrUnavailable, a.nc.Status())
 	}
-	msg := r.Message(a.cfg.Subject(r.Source))
 	for {
 		ack, err := a.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(a.cfg.Name))
 		if err == nil {

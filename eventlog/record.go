@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/textproto"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,6 +19,11 @@ const (
 	HeaderBodyDigest = "Taskledger-Body-Digest"
 	HeaderKeyOrigin  = "Taskledger-Key-Origin"
 	HeaderReceivedAt = "Taskledger-Received-At"
+	// HeaderSignatureScheme and HeaderSignatureSecret record how the
+	// delivery was verified: the scheme, and the index of the source's
+	// secret that matched (absent when unsigned).
+	HeaderSignatureScheme = "Taskledger-Signature-Scheme"
+	HeaderSignatureSecret = "Taskledger-Signature-Secret"
 	// HeaderRequestPrefix prefixes the forwarded request headers.
 	HeaderRequestPrefix = "Taskledger-Request-"
 )
@@ -31,6 +37,9 @@ type Record struct {
 	// RequestHeaders are the delivery's headers worth keeping (content type,
 	// user agent, webhook ids); stored under HeaderRequestPrefix.
 	RequestHeaders map[string]string
+	// Signature is how the delivery was verified; the zero value records
+	// nothing (events appended by tools rather than ingest).
+	Signature domain.Signature
 }
 
 // NewRecord makes the record of body from source as ingest would for a
@@ -57,6 +66,12 @@ func (r Record) Message(subject string) *nats.Msg {
 	m.Header.Set(HeaderBodyDigest, domain.BodyDigest(r.Body))
 	m.Header.Set(HeaderKeyOrigin, string(r.Key.Origin))
 	m.Header.Set(HeaderReceivedAt, r.ReceivedAt.UTC().Format(time.RFC3339Nano))
+	if r.Signature.Scheme != "" {
+		m.Header.Set(HeaderSignatureScheme, r.Signature.Scheme)
+		if r.Signature.Secret >= 0 {
+			m.Header.Set(HeaderSignatureSecret, strconv.Itoa(r.Signature.Secret))
+		}
+	}
 	for name, value := range r.RequestHeaders {
 		m.Header.Set(HeaderRequestPrefix+textproto.CanonicalMIMEHeaderKey(name), value)
 	}

@@ -21,12 +21,12 @@ func TestRecordRoundTrips(t *testing.T) {
 	key, _ := domain.DeriveDedupKey(ev, domain.KeyHeaders{IdempotencyKey: "k1"})
 	msg := Record{Source: "tallyfy", Key: key, Body: body, ReceivedAt: time.Now(),
 		RequestHeaders: map[string]string{"webhook-id": "msg_1"}}.Message("x.events.tallyfy")
-	if msg.Header.Get(nats.MsgIdHdr) != "tallyfy:k1" || msg.Header.Get(HeaderRequestPrefix+"Webhook-Id") != "msg_1" ||
+	if msg.Header.Get(nats.MsgIdHdr) != "tallyfy:id:k1" || msg.Header.Get(HeaderRequestPrefix+"Webhook-Id") != "msg_1" ||
 		msg.Header.Get(HeaderKeyOrigin) != "idempotency-key" || msg.Header.Get(HeaderBodyDigest) != domain.BodyDigest(body) {
 		t.Errorf("headers %v", msg.Header)
 	}
 	rec, err := Decode(7, msg.Subject, msg.Header, msg.Data)
-	if err != nil || rec.Seq != 7 || rec.DedupKey != "tallyfy:k1" || rec.TaskID != "t1" || rec.Source != "tallyfy" {
+	if err != nil || rec.Seq != 7 || rec.DedupKey != "tallyfy:id:k1" || rec.TaskID != "t1" || rec.Source != "tallyfy" {
 		t.Errorf("decoded %+v, %v", rec, err)
 	}
 }
@@ -83,7 +83,7 @@ func TestNewRecordValidatesAndKeys(t *testing.T) {
 	t.Parallel()
 	body := []byte(`{"event":"task.completed","task_id":"t1","completed_at":"2024-01-15T10:30:00Z","event_id":"e-7"}`)
 	rec, err := NewRecord("tallyfy", body, time.Now())
-	if err != nil || rec.Key.Value != "tallyfy:e-7" || rec.Source != "tallyfy" || string(rec.Body) != string(body) {
+	if err != nil || rec.Key.Value != "tallyfy:id:e-7" || rec.Source != "tallyfy" || string(rec.Body) != string(body) {
 		t.Errorf("NewRecord = %+v, %v", rec, err)
 	}
 	var ve *domain.ValidationError

@@ -20,6 +20,7 @@ import (
 	"github.com/taskledger/taskledger/eventlog"
 	"github.com/taskledger/taskledger/internal/httpjson"
 	"github.com/taskledger/taskledger/internal/metrics"
+	"github.com/taskledger/taskledger/internal/sources"
 )
 
 // Appender stores events durably; eventlog.Appender is the implementation.
@@ -30,7 +31,7 @@ type Appender interface {
 
 // Options configures a Handler.
 type Options struct {
-	Sources        []string      // allowed sources; empty allows any well-formed name
+	Sources        *sources.Set  // accepted sources and how each is verified
 	MaxBodyBytes   int64         // larger bodies get 413
 	PublishTimeout time.Duration // wait for the stream's ack before 503
 	Now            func() time.Time
@@ -49,9 +50,16 @@ func New(a Appender, opts Options, log zerolog.Logger) *Handler {
 	return &Handler{appender: a, opts: opts, log: log}
 }
 
-// forwardedHeaders are stored with each event for later inspection.
+// forwardedHeaders are stored with each event for later inspection, with
+// the source's id_header when it names one.
 var forwardedHeaders = []string{"Content-Type", "User-Agent", "Idempotency-Key", "X-Idempotency-Key",
 	"Webhook-Id", "Webhook-Timestamp", "X-Request-Id"}
+
+// MaxStoredHeaderBytes bounds each stored request header's value (431
+// over it). With at most nine stored headers, the stored headers stay far
+// below JetStream's 64 KiB header limit, so only the body and headers
+// together against the server's max_payload can refuse a message (413).
+const MaxStoredHeaderBytes = 4096
 
 // Response is the body of 202 and 200 answers.
 type Response struct {
@@ -62,9 +70,9 @@ type Response struct {
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	source := r.PathValue("source")
-	if !domain.ValidSource(source) || (len(h.opts.Sources) > 0 && !slices.Contains(h.opts.Sources, source)) {
-		httpjson.Error(w, http.StatusNotFound, domain.CodeUnknownSource, fmt.Sprintf("unknown source %q", source))
+	src, ok := h.opts.Sources.Lookup(r.PathValue("source"))
+	if !ok {
+		httpjson.Error(w, http.StatusNotFound, domain.CodeUnknownSource, fmt.Sprintf("unknown source %q", r.PathValue("source")))
 		return
 	}
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
@@ -82,49 +90,80 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpjson.Error(w, http.StatusBadRequest, domain.CodeInvalidJSON, "could not read body: "+err.Error())
 		return
 	}
-	ev, err := domain.ParseEvent(source, body)
+	sig, err := src.Verify(r.Header, body, h.opts.Now())
+	if err != nil {
+		unauthorized(w, err)
+		return
+	}
+	ev, err := domain.ParseEvent(src.Name, body)
 	if err != nil {
 		h.refuse(w, err)
 		return
 	}
-	idem := r.Header.Get("Idempotency-Key")
-	if idem == "" {
-		idem = r.Header.Get("X-Idempotency-Key")
-	}
-	key, err := domain.DeriveDedupKey(ev, domain.KeyHeaders{IdempotencyKey: idem, WebhookID: r.Header.Get("Webhook-Id")})
+	key, err := dedupKey(src, ev, r.Header)
 	if err != nil {
 		h.refuse(w, err)
 		return
 	}
 	httpjson.AddLogField(r.Context(), "dedup_key", key.Value)
+	stored, err := pick(r.Header, src.IDHeader)
+	if err != nil {
+		httpjson.Error(w, http.StatusRequestHeaderFieldsTooLarge, domain.CodeHeaderTooLarge, err.Error())
+		return
+	}
 
 	ctx, cancel := context.WithTimeout(r.Context(), h.opts.PublishTimeout)
 	defer cancel()
-	stored, err := h.append(ctx, eventlog.Record{
-		Source: source, Key: key, Body: body, ReceivedAt: h.opts.Now(), RequestHeaders: pick(r.Header),
+	appended, err := h.append(ctx, eventlog.Record{
+		Source: src.Name, Key: key, Body: body, ReceivedAt: h.opts.Now(), RequestHeaders: stored, Signature: sig,
 	})
+	if errors.Is(err, eventlog.ErrTooLarge) {
+		httpjson.Error(w, http.StatusRequestEntityTooLarge, domain.CodeBodyTooLarge, err.Error())
+		return
+	}
 	if err != nil {
 		h.unavailable(w, err)
 		return
 	}
-	if !stored.Duplicate {
-		httpjson.Write(w, http.StatusAccepted, Response{Status: "accepted", DedupKey: key.Value, StreamSeq: stored.Seq})
+	if !appended.Duplicate {
+		httpjson.Write(w, http.StatusAccepted, Response{Status: "accepted", DedupKey: key.Value, StreamSeq: appended.Seq})
 		return
 	}
 	// The original tells a retry from a reused sender-chosen key, and how
 	// late the re-send is; a derived key needs it only for the latter.
-	original, err := h.appender.Original(ctx, stored.Seq)
+	original, err := h.appender.Original(ctx, appended.Seq)
 	if err != nil && key.Explicit() {
 		h.unavailable(w, err)
 		return
 	}
 	if key.Explicit() && original.BodyDigest != domain.BodyDigest(body) {
 		httpjson.Error(w, http.StatusUnprocessableEntity, domain.CodeKeyReused, fmt.Sprintf(
-			"%s %q was already used for a different body (stream sequence %d)", key.Origin, key.Value, stored.Seq))
+			"%s %q was already used for a different body (stream sequence %d)", key.Origin, key.Value, appended.Seq))
 		return
 	}
 	h.opts.Metrics.Deduplicated(metrics.TierJetStreamWindow, original.StoredAt, h.opts.Now())
-	httpjson.Write(w, http.StatusOK, Response{Status: "duplicate", DedupKey: key.Value, StreamSeq: stored.Seq, Duplicate: true})
+	httpjson.Write(w, http.StatusOK, Response{Status: "duplicate", DedupKey: key.Value, StreamSeq: appended.Seq, Duplicate: true})
+}
+
+// dedupKey picks the delivery's key by CONTRACT 3: Idempotency-Key, the
+// source's own delivery id (id_header or id_field), webhook-id, event_id,
+// derived.
+func dedupKey(src sources.Source, ev domain.Event, h http.Header) (domain.DedupKey, error) {
+	kh := domain.KeyHeaders{IdempotencyKey: h.Get("Idempotency-Key"), WebhookID: h.Get("Webhook-Id")}
+	if kh.IdempotencyKey == "" {
+		kh.IdempotencyKey = h.Get("X-Idempotency-Key")
+	}
+	switch {
+	case src.IDHeader != "":
+		kh.DeliveryID = h.Get(src.IDHeader)
+	case src.IDField != "":
+		id, err := domain.BodyField(ev.Raw, src.IDField)
+		if err != nil {
+			return domain.DedupKey{}, err
+		}
+		kh.DeliveryID = id
+	}
+	return domain.DeriveDedupKey(ev, kh)
 }
 
 // append stores rec, timing JetStream's answer.
@@ -160,12 +199,19 @@ func (h *Handler) unavailable(w http.ResponseWriter, err error) {
 		"the event could not be stored now; retry later with the same request")
 }
 
-func pick(h http.Header) map[string]string {
+// pick returns the request headers stored with the event: the forwarded
+// ones and extra, when named. A value over MaxStoredHeaderBytes is an error.
+func pick(h http.Header, extra string) (map[string]string, error) {
 	out := make(map[string]string)
-	for _, name := range forwardedHeaders {
-		if v := h.Get(name); v != "" {
-			out[name] = v
+	for _, name := range append(slices.Clip(forwardedHeaders), extra) {
+		v := h.Get(name)
+		if v == "" {
+			continue
 		}
+		if len(v) > MaxStoredHeaderBytes {
+			return nil, fmt.Errorf("header %s is %d bytes; at most %d are stored", name, len(v), MaxStoredHeaderBytes)
+		}
+		out[name] = v
 	}
-	return out
+	return out, nil
 }

@@ -142,6 +142,8 @@ func TestRejectedRequestsStoreNothing(t *testing.T) {
 		{"no content type", "tallyfy", "", valid, nil, 415, domain.CodeUnsupportedMedia},
 		{"body over the limit", "tallyfy", "application/json", `{"pad":"` + strings.Repeat("x", 2000) + `"}`, nil, 413, domain.CodeBodyTooLarge},
 		{"not json", "tallyfy", "application/json", `{"event":`, nil, 400, domain.CodeInvalidJSON},
+		{"invalid UTF-8", "tallyfy", "application/json", "{\"event\":\"task.completed\",\"task_id\":\"\xff\xfe\",\"completed_at\":\"2024-01-15T10:30:00Z\"}", nil, 400, domain.CodeInvalidJSON},
+		{"year 10000 in UTC", "tallyfy", "application/json", `{"event":"task.completed","task_id":"t","completed_at":"9999-12-31T23:59:59-01:00"}`, nil, 422, domain.CodeInvalidField},
 		{"empty body", "tallyfy", "application/json", ``, nil, 400, domain.CodeInvalidJSON},
 		{"json array", "tallyfy", "application/json", `[1]`, nil, 422, domain.CodeInvalidField},
 		{"missing event", "tallyfy", "application/json", `{"task_id":"t"}`, nil, 422, domain.CodeMissingField},

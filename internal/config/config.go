@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/taskledger/taskledger/domain"
+	"github.com/taskledger/taskledger/internal/sources"
 )
 
 // Config is every setting of the taskledger binary. Flags override
@@ -67,8 +68,14 @@ type Config struct {
 	// (TASKLEDGER_STREAM_REPLICAS, default 1; use 3 on a three-node cluster).
 	StreamReplicas int
 	// Sources, when non-empty, is the allowlist of webhook sources
-	// (TASKLEDGER_SOURCES, comma separated); other sources get 404.
+	// (TASKLEDGER_SOURCES, comma separated); other sources get 404. They
+	// accept unsigned deliveries: SourcesFile configures signatures.
 	Sources []string
+	// SourcesFile is a YAML file naming each source, how its deliveries are
+	// signed and where it puts its own delivery id
+	// (TASKLEDGER_SOURCES_FILE); unlisted sources get 404. Exclusive with
+	// Sources.
+	SourcesFile string
 	// MaxBodyBytes caps a webhook body (TASKLEDGER_MAX_BODY_BYTES, 1 MiB).
 	MaxBodyBytes int64
 	// PublishTimeout bounds the wait for JetStream's acknowledgement
@@ -137,6 +144,7 @@ func (c *Config) Bind(fs *flag.FlagSet) (envErrors func() error) {
 	str(&c.EmbeddedNATSAddr, "embedded-nats-addr", "TASKLEDGER_EMBEDDED_NATS_ADDR", "loopback address the embedded NATS server listens on; empty for none")
 	str(&c.NATSSync, "nats-sync", "TASKLEDGER_NATS_SYNC", `embedded NATS fsync policy: "always" or an interval such as 2m`)
 	str(&c.AdminToken, "admin-token", "TASKLEDGER_ADMIN_TOKEN", "bearer token for admin endpoints; empty refuses them")
+	str(&c.SourcesFile, "sources-file", "TASKLEDGER_SOURCES_FILE", "YAML file of webhook sources and their signature schemes")
 	str(&c.LogLevel, "log-level", "TASKLEDGER_LOG_LEVEL", "log level: trace, debug, info, warn, error")
 	str(&c.Stream, "stream", "TASKLEDGER_STREAM", "JetStream stream name")
 	str(&c.SubjectPrefix, "subject-prefix", "TASKLEDGER_SUBJECT_PREFIX", "event subject prefix")
@@ -224,6 +232,9 @@ func (c Config) Validate() error {
 			bad("sources: %q is not a valid source name ([a-z0-9][a-z0-9_-]{0,63})", s)
 		}
 	}
+	if c.SourcesFile != "" && len(c.Sources) > 0 {
+		bad("sources and sources-file are both set: list the sources in the file only")
+	}
 	if c.MaxBodyBytes <= 0 {
 		bad("max-body-bytes %d: must be positive", c.MaxBodyBytes)
 	}
@@ -254,6 +265,20 @@ func (c Config) Ingests() bool { return c.Role != RoleProject }
 
 // Projects reports whether the replica runs the projection consumers.
 func (c Config) Projects() bool { return c.Role != RoleIngest }
+
+// SourceSet is the accepted webhook sources: those of SourcesFile (read
+// now, every problem on its own line), else those of Sources, else any
+// well-formed name.
+func (c Config) SourceSet() (*sources.Set, error) {
+	switch {
+	case c.SourcesFile != "":
+		return sources.Load(c.SourcesFile, os.LookupEnv)
+	case len(c.Sources) > 0:
+		return sources.Names(c.Sources), nil
+	default:
+		return sources.Open(), nil
+	}
+}
 
 // SyncPolicy interprets NATSSync: always, or the fsync interval.
 func (c Config) SyncPolicy() (always bool, interval time.Duration, err error) {

@@ -38,6 +38,7 @@ func TestValidateNamesEachBadSetting(t *testing.T) {
 		{"max age under window", func(c *Config) { c.StreamMaxAge = time.Second }, "stream-max-age"},
 		{"replicas", func(c *Config) { c.StreamReplicas = 7 }, "stream-replicas"},
 		{"source", func(c *Config) { c.Sources = []string{"Bad.Source"} }, "sources"},
+		{"sources twice", func(c *Config) { c.Sources, c.SourcesFile = []string{"a"}, "sources.yaml" }, "sources-file"},
 		{"body limit", func(c *Config) { c.MaxBodyBytes = 0 }, "max-body-bytes"},
 		{"publish timeout", func(c *Config) { c.PublishTimeout = 0 }, "publish-timeout"},
 		{"batch size", func(c *Config) { c.BatchSize = 0 }, "batch-size"},

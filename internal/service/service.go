@@ -30,6 +30,7 @@ import (
 	"github.com/taskledger/taskledger/internal/httpjson"
 	"github.com/taskledger/taskledger/internal/metrics"
 	"github.com/taskledger/taskledger/internal/postgres"
+	"github.com/taskledger/taskledger/internal/sources"
 	"github.com/taskledger/taskledger/migrations"
 	"github.com/taskledger/taskledger/projections"
 )
@@ -47,6 +48,7 @@ type Service struct {
 	api      *api.API
 	metrics  *metrics.Metrics
 	handler  http.Handler
+	sources  *sources.Set
 
 	consumers  []*consumers.Consumer
 	rebuilder  *consumers.Rebuilder
@@ -62,7 +64,11 @@ const batchBytes = 4 << 20
 // database, applies migrations and builds the HTTP handler. Every failure
 // says what to do about it.
 func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (_ *Service, err error) {
-	s := &Service{cfg: cfg, log: log}
+	sourceSet, err := cfg.SourceSet()
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, log: log, sources: sourceSet}
 	s.background, s.stop = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
@@ -243,7 +249,7 @@ func (s *Service) routes() http.Handler {
 	if s.cfg.Ingests() {
 		appender := eventlog.NewAppender(s.nc, s.js, s.stream, s.streamConfig())
 		mux.Handle("POST /v1/webhooks/{source}", s.metrics.Webhooks(ingest.New(appender, ingest.Options{
-			Sources:        s.cfg.Sources,
+			Sources:        s.sources,
 			MaxBodyBytes:   s.cfg.MaxBodyBytes,
 			PublishTimeout: s.cfg.PublishTimeout,
 			Now:            time.Now,
