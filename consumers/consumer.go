@@ -85,11 +85,9 @@ func (c *Consumer) Run(ctx context.Context) {
 // on that same session until an error: if the session dies, so does the
 // lock, and so does the work done under it.
 func (c *Consumer) runActive(ctx context.Context, out *outage) error {
-	cfg := c.pool.Config().ConnConfig.Copy()
-	cfg.RuntimeParams["application_name"] = SessionName(c.proj.Name)
-	conn, err := pgx.ConnectConfig(ctx, cfg)
+	conn, err := connectProjectionSession(ctx, c.pool, SessionName(c.proj.Name))
 	if err != nil {
-		return fmt.Errorf("connect to Postgres: %w", err)
+		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	if err := c.waitForLock(ctx, conn); err != nil {
@@ -132,6 +130,29 @@ func (c *Consumer) runActive(ctx context.Context, out *outage) error {
 		out.recovered(c.log)
 	}
 	return nil
+}
+
+// connectProjectionSession opens a session of its own for writing a
+// projection, named name in pg_stat_activity.
+//
+// Its commits are asynchronous (synchronous_commit off): a commit returns
+// before its WAL reaches the disk, so a crash of the database server can
+// lose the last few hundred milliseconds of commits. That is safe here and
+// only here: every projection write is derived from the stream, and the
+// checkpoint is committed in the same transaction as the rows it covers, so
+// what is lost is a suffix of whole transactions, checkpoint included, and
+// the consumer replays it from the checkpoint that survived. Nothing outside
+// the database learns of a commit (no acknowledgement is sent), so nothing
+// can run ahead of what was lost.
+func connectProjectionSession(ctx context.Context, pool *pgxpool.Pool, name string) (*pgx.Conn, error) {
+	cfg := pool.Config().ConnConfig.Copy()
+	cfg.RuntimeParams["application_name"] = name
+	cfg.RuntimeParams["synchronous_commit"] = "off"
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to Postgres: %w", err)
+	}
+	return conn, nil
 }
 
 func (c *Consumer) waitForLock(ctx context.Context, conn *pgx.Conn) error {

@@ -52,6 +52,9 @@ type Rebuild struct {
 	stream  jetstream.Stream
 	started time.Time
 	applied uint64 // last stream sequence applied to the shadow
+	// deferredIndexes are the shadow's secondary indexes, built once the
+	// replay has caught up rather than maintained row by row.
+	deferredIndexes []string
 }
 
 // Start takes the projection's rebuild lock and prepares an empty shadow
@@ -66,11 +69,9 @@ func (rb *Rebuilder) Start(ctx context.Context, proj projections.Projection) (_ 
 	if err != nil {
 		return nil, fmt.Errorf("read stream %s: %w", rb.opts.Stream, err)
 	}
-	cfg := rb.pool.Config().ConnConfig.Copy()
-	cfg.RuntimeParams["application_name"] = "taskledger-rebuild-" + proj.Name
-	conn, err := pgx.ConnectConfig(ctx, cfg)
+	conn, err := connectProjectionSession(ctx, rb.pool, "taskledger-rebuild-"+proj.Name)
 	if err != nil {
-		return nil, fmt.Errorf("connect to Postgres: %w", err)
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
@@ -87,7 +88,11 @@ func (rb *Rebuilder) Start(ctx context.Context, proj projections.Projection) (_ 
 	if err := proj.PrepareShadow(ctx, conn, info.State.LastSeq); err != nil {
 		return nil, err
 	}
-	return &Rebuild{rb: rb, proj: proj, conn: conn, stream: stream, started: time.Now()}, nil
+	deferred, err := proj.DropShadowIndexes(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	return &Rebuild{rb: rb, proj: proj, conn: conn, stream: stream, started: time.Now(), deferredIndexes: deferred}, nil
 }
 
 // Run replays the stream into the shadow schema, reporting progress after
@@ -135,6 +140,9 @@ func (b *Rebuild) Run(ctx context.Context, report func(Progress)) error {
 		// Under sustained ingest batches never run short, but the end stays
 		// within reach as long as replay outpaces ingest.
 		if len(entries) == 0 || target <= b.applied+uint64(opts.MaxCount) {
+			if err := b.proj.RestoreShadowIndexes(ctx, b.conn, b.deferredIndexes); err != nil {
+				return err
+			}
 			if err := b.swap(ctx, reader); err != nil {
 				return err
 			}

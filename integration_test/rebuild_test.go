@@ -3,6 +3,7 @@ package integration_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"reflect"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/taskledger/taskledger/consumers"
+	"github.com/taskledger/taskledger/domain"
 	"github.com/taskledger/taskledger/internal/config"
 	"github.com/taskledger/taskledger/internal/loadgen"
 	"github.com/taskledger/taskledger/internal/testenv"
@@ -85,6 +87,16 @@ func (b *bundle) projectionState(t *testing.T, name string) string {
 	return ""
 }
 
+// indexes lists the definitions of the indexes in schema.
+func (b *bundle) indexes(t *testing.T, schema string) []string {
+	t.Helper()
+	var defs []string
+	for _, r := range testenv.Rows(t, b.svc.Pool(), "SELECT indexdef FROM pg_indexes WHERE schemaname = $1 ORDER BY indexdef", schema) {
+		defs = append(defs, r[0].(string))
+	}
+	return defs
+}
+
 func TestRebuildMatchesLiveTablesWhileQueriesKeepAnswering(t *testing.T) {
 	t.Parallel()
 	b := setup(t, func(c *config.Config) { c.AdminToken = adminToken })
@@ -95,7 +107,7 @@ func TestRebuildMatchesLiveTablesWhileQueriesKeepAnswering(t *testing.T) {
 	b.waitCaughtUp(t)
 
 	for _, p := range projections.All {
-		before := b.snapshot(t, p)
+		before, indexesBefore := b.snapshot(t, p), b.indexes(t, p.Name)
 		// Query every known task while the rebuild runs: none may vanish.
 		answered := map[string]bool{}
 		for _, task := range tasks {
@@ -123,6 +135,9 @@ func TestRebuildMatchesLiveTablesWhileQueriesKeepAnswering(t *testing.T) {
 		}
 		if after := b.snapshot(t, p); !reflect.DeepEqual(after, before) {
 			t.Errorf("rebuilt %s differs from the live tables it replaced", p.Name)
+		}
+		if after := b.indexes(t, p.Name); !reflect.DeepEqual(after, indexesBefore) {
+			t.Errorf("rebuilt %s has indexes %v, want %v", p.Name, after, indexesBefore)
 		}
 		t.Logf("%s rebuilt (state rebuilding observed: %v)", p.Name, sawRebuilding)
 	}
@@ -276,4 +291,42 @@ func TestRebuildEndpointNeedsTheAdminToken(t *testing.T) {
 			t.Errorf("token %q %s: %+v, want %d %s", tt.token, tt.path, r, tt.status, tt.code)
 		}
 	}
+}
+
+func TestRebuildUnderSustainedIngestCatchesUpAndSwaps(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *config.Config) { c.AdminToken = adminToken })
+	b.svc.Start()
+	base := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	want := ledger{}
+	body := func(i int) string {
+		task, at := fmt.Sprintf("sustained-%02d", i%40), base.Add(time.Duration(i)*time.Minute).Format(time.RFC3339)
+		want[task] = append(want[task], at)
+		return completion(task, at)
+	}
+	sent := 0
+	send := func(n int) {
+		var bodies []string
+		for range n {
+			bodies = append(bodies, body(sent))
+			sent++
+		}
+		b.ingest(t, bodies)
+	}
+	send(2_000)
+	p := projections.ForPolicy(domain.PolicyAll)
+	if r := b.adminPost(t, "/v1/projections/"+p.Name+"/rebuild", adminToken); r.Status != http.StatusAccepted {
+		t.Fatalf("start rebuild: %+v", r)
+	}
+	// Keep ingesting until the rebuild has swapped in: it must catch up with
+	// a stream that keeps growing.
+	for rounds := 0; b.projectionState(t, p.Name) == "rebuilding"; rounds++ {
+		if rounds == 2_000 {
+			t.Fatalf("the rebuild did not catch up with %d events sent", sent)
+		}
+		send(20)
+	}
+	send(20)
+	t.Logf("rebuild swapped in with %d events sent", sent)
+	b.checkProjectedExactlyOnce(t, want)
 }

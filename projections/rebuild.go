@@ -36,6 +36,47 @@ func (p Projection) PrepareShadow(ctx context.Context, db DB, targetSeq uint64) 
 	return nil
 }
 
+// DropShadowIndexes drops the shadow's secondary indexes (those no upsert
+// needs: not unique) and returns the statements that create them again, for
+// RestoreShadowIndexes once the bulk of the replay is loaded. Building an
+// index once over loaded rows is cheaper than maintaining it row by row.
+func (p Projection) DropShadowIndexes(ctx context.Context, db DB) ([]string, error) {
+	rows, err := db.Query(ctx, `SELECT format('%I.%I', n.nspname, c.relname), pg_get_indexdef(i.indexrelid)
+		FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND NOT i.indisunique ORDER BY c.relname`, p.ShadowSchema())
+	if err != nil {
+		return nil, fmt.Errorf("list shadow indexes: %w", err)
+	}
+	var names, defs []string
+	for rows.Next() {
+		var name, def string
+		if err := rows.Scan(&name, &def); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		names, defs = append(names, name), append(defs, def)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list shadow indexes: %w", err)
+	}
+	for _, name := range names {
+		if _, err := db.Exec(ctx, "DROP INDEX "+name); err != nil {
+			return nil, fmt.Errorf("drop shadow index %s: %w", name, err)
+		}
+	}
+	return defs, nil
+}
+
+// RestoreShadowIndexes runs the statements DropShadowIndexes returned.
+func (p Projection) RestoreShadowIndexes(ctx context.Context, db DB, defs []string) error {
+	for _, def := range defs {
+		if _, err := db.Exec(ctx, def); err != nil {
+			return fmt.Errorf("rebuild shadow index: %w", err)
+		}
+	}
+	return nil
+}
+
 // RecordProgress notes how far the rebuild of p has got.
 func (p Projection) RecordProgress(ctx context.Context, db DB, applied, target uint64) error {
 	_, err := db.Exec(ctx, `UPDATE projection_rebuilds SET applied_seq = $2, target_seq = $3, updated_at = now()
