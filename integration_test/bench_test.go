@@ -27,7 +27,8 @@ func benchEventCount(b *testing.B) int {
 }
 
 // BenchmarkRebuild measures how fast a projection is rebuilt from a stream
-// of TASKLEDGER_BENCH_EVENTS webhook events, beside the ceilings of its two
+// of TASKLEDGER_BENCH_EVENTS webhook events while the live projections
+// apply the same stream, beside the ceilings of its two
 // parts measured in the same run: JetStream publishing those events
 // (asynchronously, as fast as the server takes them) and Postgres COPY of as
 // many rows into a table shaped like the read model.
@@ -73,6 +74,7 @@ func BenchmarkRebuild(b *testing.B) {
 		Stream: bd.stream, Subjects: []string{bd.allSubjects()}, MaxCount: 5000, MaxBytes: 16 << 20,
 		Wait: 200 * time.Millisecond, Linger: 5 * time.Millisecond,
 	}, testLogger(b))
+	bd.svc.Start()
 	b.ResetTimer()
 	for b.Loop() {
 		rb, err := rebuilder.Start(ctx, p)
