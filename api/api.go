@@ -228,11 +228,7 @@ func (a *API) deadLetters(w http.ResponseWriter, r *http.Request) {
 		a.internal(w, err)
 		return
 	}
-	views := []DeadLetterView{}
-	for _, d := range letters {
-		views = append(views, ViewDeadLetter(d))
-	}
-	httpjson.Write(w, http.StatusOK, map[string]any{"dead_letters": views})
+	httpjson.Write(w, http.StatusOK, ViewDeadLetters(letters))
 }
 
 func (a *API) retryDeadLetter(w http.ResponseWriter, r *http.Request) {

@@ -60,6 +60,20 @@ type DeadLetterView struct {
 	Body          json.RawMessage     `json:"body"`
 }
 
+// DeadLettersView is the answer of GET /v1/dead-letters.
+type DeadLettersView struct {
+	DeadLetters []DeadLetterView `json:"dead_letters"`
+}
+
+// ViewDeadLetters renders a list of dead letters for the API and the CLI.
+func ViewDeadLetters(letters []projections.DeadLetter) DeadLettersView {
+	v := DeadLettersView{DeadLetters: make([]DeadLetterView, 0, len(letters))}
+	for _, d := range letters {
+		v.DeadLetters = append(v.DeadLetters, ViewDeadLetter(d))
+	}
+	return v
+}
+
 // ViewDeadLetter renders d for the API and the CLI.
 func ViewDeadLetter(d projections.DeadLetter) DeadLetterView {
 	body := json.RawMessage(d.Message.Body)

@@ -25,7 +25,7 @@ func (o *outage) failed(log zerolog.Logger, err error) {
 
 func (o *outage) recovered(log zerolog.Logger) {
 	if o.attempts > 0 {
-		log.Info().Int("attempts", o.attempts).Dur("after", time.Since(o.since)).Msg("projection recovered")
+		log.Info().Int("attempts", o.attempts).Dur("after_ms", time.Since(o.since)).Msg("projection recovered")
 		o.attempts = 0
 	}
 }

@@ -185,7 +185,7 @@ func (b *Rebuild) swap(ctx context.Context, reader *Reader) error {
 		return fmt.Errorf("swap in rebuilt %s: %w", b.proj.Name, err)
 	}
 	b.rb.log.Info().Str("projection", b.proj.Name).Uint64("checkpoint", b.applied).
-		Dur("took", time.Since(b.started)).Msg("rebuild swapped in")
+		Dur("took_ms", time.Since(b.started)).Msg("rebuild swapped in")
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"sync"
@@ -36,7 +37,9 @@ import (
 func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var events, senders int
 	var rebuild bool
-	cfg, positional, err := loadConfigWithArgs("bench", args, stderr, func(fs *flag.FlagSet) {
+	cmd := command{name: "bench", about: "Load test: a private database and stream, realistic traffic over HTTP, and raw ceilings.",
+		settings: []string{"database-url", "nats-url", "nats-sync", "batch-size", "max-body-bytes"}}
+	cfg, positional, err := load(cmd, args, stdout, func(fs *flag.FlagSet) {
 		fs.IntVar(&events, "events", 20_000, "webhooks to send")
 		fs.IntVar(&senders, "concurrency", 16, "concurrent senders")
 		fs.BoolVar(&rebuild, "rebuild", false, "then rebuild completions_all from the stream while the live projections run")
@@ -152,7 +155,7 @@ func benchConfig(ctx context.Context, cfg config.Config) (config.Config, func(),
 		return cfg, nil, err
 	}
 	cfg.Stream, cfg.SubjectPrefix = "TASKLEDGER_BENCH", "taskledger.bench"
-	cfg.EmbeddedNATSAddr = ""
+	cfg.EmbeddedNATSAddr = netip.AddrPort{}
 	dir := ""
 	if cfg.NATSURL == "" {
 		if dir, err = os.MkdirTemp("", "taskledger-bench-"); err != nil {
@@ -172,7 +175,7 @@ func syncLabel(cfg config.Config) string {
 	if cfg.NATSURL != "" {
 		return "(external server)"
 	}
-	return cfg.NATSSync
+	return cfg.NATSSync.String()
 }
 
 type rate struct {

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -156,12 +158,25 @@ func TestDeadLettersCommand(t *testing.T) {
 		t.Errorf("want one dead letter per projection:\n%s", out)
 	}
 	out, err = r.cli("dead-letters", "list", "--json")
-	var views []struct {
-		ID   int64  `json:"id"`
-		Body string `json:"body"`
+	var view struct {
+		DeadLetters []struct {
+			ID   int64  `json:"id"`
+			Body string `json:"body"`
+		} `json:"dead_letters"`
 	}
-	if err != nil || json.Unmarshal([]byte(out), &views) != nil || len(views) != 3 || views[0].Body != "not json" {
-		t.Fatalf("list --json: %v %+v\n%s", err, views, out)
+	if err != nil || json.Unmarshal([]byte(out), &view) != nil || len(view.DeadLetters) != 3 || view.DeadLetters[0].Body != "not json" {
+		t.Fatalf("list --json: %v %+v\n%s", err, view, out)
+	}
+	// The same document as the API's answer.
+	resp, err := http.Get(r.url + "/v1/dead-letters")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromAPI, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var cli, api any
+	if json.Unmarshal([]byte(out), &cli) != nil || json.Unmarshal(fromAPI, &api) != nil || !reflect.DeepEqual(cli, api) {
+		t.Errorf("list --json differs from GET /v1/dead-letters:\n%s\n%s", out, fromAPI)
 	}
 	if _, err := r.cli("dead-letters", "retry", "1"); err == nil || !strings.Contains(err.Error(), "still fails") {
 		t.Errorf("retry of an undecodable event: %v", err)
@@ -225,17 +240,62 @@ func TestRenderProgress(t *testing.T) {
 	start := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 	line := renderProgress(consumers.Progress{Projection: "completions_all", Applied: 250, Target: 1000, Started: start},
 		start.Add(10*time.Second))
-	for _, want := range []string{"\rcompletions_all [=======", " 25.0% 250/1000", "25 events/s", "ETA 30s"} {
+	for _, want := range []string{"completions_all [=======", " 25.0% 250/1000", "25 events/s", "ETA 30s"} {
 		if !strings.Contains(line, want) {
 			t.Errorf("%q lacks %q", line, want)
 		}
 	}
 	done := renderProgress(consumers.Progress{Projection: "p", Applied: 5, Target: 5, Started: start, Done: true}, start.Add(time.Second))
-	if !strings.Contains(done, "100.0%") || !strings.HasSuffix(done, "rebuilt and swapped in\n") {
+	if !strings.Contains(done, "100.0%") {
 		t.Errorf("final line %q", done)
 	}
 	empty := renderProgress(consumers.Progress{Projection: "p", Started: start, Done: true}, start)
 	if !strings.Contains(empty, "100.0% 0/0") {
 		t.Errorf("empty stream line %q", empty)
+	}
+}
+
+// TestProgressLineKeepsLogsAboveTheBar: a log line clears the bar, is
+// printed, and the bar is drawn again under it.
+func TestProgressLineKeepsLogsAboveTheBar(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	l := &progressLine{out: &out}
+	l.show("bar 1")
+	log := loggerTo("info", l, true)
+	log.Info().Msg("nats reconnected")
+	l.show("bar 2")
+	l.finish("done")
+	fmt.Fprint(l, "after\n")
+	got := out.String()
+	want := []string{clearLine + "bar 1", clearLine, "nats reconnected", "\nbar 1", clearLine + "bar 2", "\ndone\n", clearLine + "after\n"}
+	at := 0
+	for _, w := range want {
+		i := strings.Index(got[at:], w)
+		if i < 0 {
+			t.Fatalf("output %q lacks %q after position %d", got, w, at)
+		}
+		at += i + len(w)
+	}
+	if !strings.HasSuffix(got, "after\n") {
+		t.Errorf("output %q: the bar came back after finish", got)
+	}
+}
+
+func TestHealthcheckCommand(t *testing.T) {
+	t.Parallel()
+	r := startService(t)
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"healthcheck", "--url", r.url + "/readyz"}, &out, io.Discard); err != nil ||
+		!strings.Contains(out.String(), "ready") {
+		t.Errorf("healthcheck of a ready service: %v %q", err, out.String())
+	}
+	if err := run(context.Background(), []string{"healthcheck", "--url", r.url + "/no-such-path"}, io.Discard, io.Discard); err == nil ||
+		!strings.Contains(err.Error(), "answered 404") {
+		t.Errorf("healthcheck of a 404: %v", err)
+	}
+	if err := run(context.Background(), []string{"healthcheck", "-http-addr", "127.0.0.1:1"}, io.Discard, io.Discard); err == nil ||
+		!strings.Contains(err.Error(), "http://127.0.0.1:1/readyz") {
+		t.Errorf("healthcheck of nothing: %v", err)
 	}
 }

@@ -20,11 +20,19 @@ const deadLettersUsage = "usage: taskledger dead-letters list [--all] [--json] |
 
 // deadLetters lists dead letters or retries one.
 func deadLetters(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && isHelp(args[0]) {
+		fmt.Fprintln(stdout, deadLettersUsage)
+		return nil
+	}
 	if len(args) == 0 || (args[0] != "list" && args[0] != "retry") {
 		return errors.New(deadLettersUsage)
 	}
+	cmd := command{name: "dead-letters list", about: "Lists the events the projections set aside.", settings: dbSettings}
+	if args[0] == "retry" {
+		cmd = command{name: "dead-letters retry ID", about: "Applies a dead letter again from its kept message.", settings: dbSettings}
+	}
 	var all, asJSON bool
-	cfg, positional, err := loadConfigWithArgs("dead-letters "+args[0], args[1:], stderr, func(fs *flag.FlagSet) {
+	cfg, positional, err := load(cmd, args[1:], stdout, func(fs *flag.FlagSet) {
 		if args[0] == "list" {
 			fs.BoolVar(&all, "all", false, "include resolved dead letters")
 			fs.BoolVar(&asJSON, "json", false, "print JSON as the HTTP API does")
@@ -62,20 +70,17 @@ func deadLetters(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	views := make([]api.DeadLetterView, 0, len(letters))
-	for _, d := range letters {
-		views = append(views, api.ViewDeadLetter(d))
-	}
+	view := api.ViewDeadLetters(letters)
 	if asJSON {
-		return printJSON(stdout, views)
+		return printJSON(stdout, view)
 	}
-	if len(views) == 0 {
+	if len(view.DeadLetters) == 0 {
 		fmt.Fprintln(stdout, "no dead letters")
 		return nil
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tPROJECTION\tSEQ\tATTEMPTS\tCREATED\tRESOLVED\tREASON")
-	for _, v := range views {
+	for _, v := range view.DeadLetters {
 		resolved := "-"
 		if v.ResolvedAt != nil {
 			resolved = v.ResolvedAt.Format(time.RFC3339)

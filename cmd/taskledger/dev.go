@@ -13,8 +13,9 @@ import (
 // starts a Postgres at the configured URL (a private cluster under the data
 // directory when the server programs are installed, else the Compose
 // service), and stops the cluster it started when the service stops.
-func dev(ctx context.Context, args []string, stderr io.Writer) (err error) {
-	cfg, err := loadConfig("dev", args, stderr)
+func dev(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
+	cfg, _, err := load(command{name: "dev", about: "Runs serve after finding or starting a Postgres at --database-url:\n" +
+		"a private cluster under --data-dir, or the Compose postgres service (what `make run` runs)."}, args, stdout, nil)
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,8 @@ import (
 func history(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var policyName string
 	var asJSON bool
-	cfg, positional, err := loadConfigWithArgs("history TASK_ID", args, stderr, func(fs *flag.FlagSet) {
+	cmd := command{name: "history TASK_ID", about: "Prints a task's completion history: a table, or the API's JSON.", settings: dbSettings}
+	cfg, positional, err := load(cmd, args, stdout, func(fs *flag.FlagSet) {
 		fs.StringVar(&policyName, "policy", "all", "all, first or latest")
 		fs.BoolVar(&asJSON, "json", false, "print JSON as the HTTP API does")
 	})

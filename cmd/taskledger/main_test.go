@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -28,7 +29,8 @@ func freeAddr(t *testing.T) string {
 // SIGTERM does and expects a clean exit.
 func TestServeEmbeddedAndShutDown(t *testing.T) {
 	dbURL := testenv.NewDatabase(t)
-	serveAndStop(t, "serve", "-data-dir", t.TempDir(), "-database-url", dbURL, "-embedded-nats-addr", freeAddr(t))
+	// Flags without a command run serve.
+	serveAndStop(t, "-data-dir", t.TempDir(), "-database-url", dbURL, "-embedded-nats-addr", freeAddr(t))
 }
 
 // serveAndStop runs the command (serve or dev) until it is ready, takes a
@@ -110,5 +112,93 @@ func TestMigrateUpIsIdempotent(t *testing.T) {
 		if !strings.Contains(out.String(), "migrations applied") {
 			t.Errorf("output %q", out.String())
 		}
+	}
+}
+
+// TestHelpOfEveryCommand: -h succeeds and shows the command's own flags
+// before the settings it uses.
+func TestHelpOfEveryCommand(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		args []string
+		own  []string // the command's own flags, in order
+	}{
+		{[]string{"serve", "-h"}, nil},
+		{[]string{"dev", "-h"}, nil},
+		{[]string{"migrate", "up", "-h"}, nil},
+		{[]string{"migrate", "-h"}, nil},
+		{[]string{"history", "-h"}, []string{"--json", "--policy string"}},
+		{[]string{"replay", "--help"}, []string{"--projection string"}},
+		{[]string{"dead-letters", "list", "-h"}, []string{"--all", "--json"}},
+		{[]string{"dead-letters", "retry", "-h"}, nil},
+		{[]string{"bench", "-h"}, []string{"--concurrency int", "--events int"}},
+		{[]string{"healthcheck", "-h"}, []string{"--url string"}},
+	}
+	for _, tt := range tests {
+		var out bytes.Buffer
+		if err := run(context.Background(), tt.args, &out, io.Discard); err != nil {
+			t.Errorf("%v: %v", tt.args, err)
+			continue
+		}
+		help := out.String()
+		if !strings.HasPrefix(help, "Usage: taskledger "+tt.args[0]) {
+			t.Errorf("%v: help starts %q", tt.args, help[:min(len(help), 40)])
+		}
+		settings := strings.Index(help, "Settings")
+		if settings < 0 || tt.args[0] != "healthcheck" && !regexp.MustCompile(`--database-url string +TASKLEDGER_DATABASE_URL`).MatchString(help[settings:]) {
+			t.Errorf("%v: no settings section naming flags and variables:\n%s", tt.args, help)
+		}
+		at := 0
+		for _, flag := range tt.own {
+			i := strings.Index(help[at:], "  "+flag+" ")
+			if i < 0 || at+i > settings {
+				t.Errorf("%v: %q is not among its own flags, before the settings:\n%s", tt.args, flag, help)
+				break
+			}
+			at += i
+		}
+	}
+	for _, args := range [][]string{{"-h"}, {"help"}, {"--help"}} {
+		var out bytes.Buffer
+		if err := run(context.Background(), args, &out, io.Discard); err != nil || !strings.Contains(out.String(), "taskledger dead-letters list") {
+			t.Errorf("%v: %v\n%s", args, err, out.String())
+		}
+	}
+	// The server's help lists every setting, numbers typed as numbers.
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"serve", "-h"}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"--batch-size int", "--max-body-bytes int", "--stream-replicas int", "--shutdown-timeout duration",
+		"TASKLEDGER_SHUTDOWN_TIMEOUT", "--nats-sync policy"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("serve -h lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"version"}, &out, io.Discard); err != nil || !strings.HasPrefix(out.String(), "taskledger ") ||
+		!strings.Contains(out.String(), "go1.") {
+		t.Errorf("version: %v %q", err, out.String())
+	}
+}
+
+// TestConfigProblemsAreOneLineEach: an unparsable number is one line
+// naming the flag and the variable, with no second line about the same
+// setting; an even replica count is refused before NATS sees it.
+func TestConfigProblemsAreOneLineEach(t *testing.T) {
+	t.Setenv("TASKLEDGER_BATCH_SIZE", "abc")
+	t.Setenv("TASKLEDGER_STREAM_REPLICAS", "2")
+	err := run(context.Background(), []string{"serve"}, io.Discard, io.Discard)
+	if err == nil {
+		t.Fatal("serve accepted a batch size of abc")
+	}
+	want := `--batch-size (TASKLEDGER_BATCH_SIZE): "abc" is not a whole number` + "\n" +
+		`--stream-replicas (TASKLEDGER_STREAM_REPLICAS): 2: want 1, 3 or 5 (an even count adds no fault tolerance)`
+	if err.Error() != want {
+		t.Errorf("error:\n%v\nwant:\n%s", err, want)
 	}
 }

@@ -10,10 +10,14 @@ import (
 )
 
 func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := command{name: "migrate up", about: "Applies the embedded migrations, creating the database when missing.", settings: dbSettings}
+	if len(args) > 0 && isHelp(args[0]) {
+		args = []string{"up", args[0]}
+	}
 	if len(args) == 0 || args[0] != "up" {
 		return fmt.Errorf("usage: taskledger migrate up [flags]")
 	}
-	cfg, err := loadConfig("migrate up", args[1:], stderr)
+	cfg, _, err := load(cmd, args[1:], stdout, nil)
 	if err != nil {
 		return err
 	}

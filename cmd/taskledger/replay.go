@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/taskledger/taskledger/consumers"
@@ -17,9 +18,11 @@ import (
 
 // replay rebuilds one projection from the stream, blue/green, while any
 // running service keeps serving the live tables.
-func replay(ctx context.Context, args []string, stderr io.Writer) error {
+func replay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var name string
-	cfg, positional, err := loadConfigWithArgs("replay", args, stderr, func(fs *flag.FlagSet) {
+	cmd := command{name: "replay", about: "Rebuilds a projection from the stream, blue/green, while the service keeps serving.",
+		settings: []string{"database-url", "nats-url", "data-dir", "embedded-nats-addr", "stream", "subject-prefix", "batch-size", "log-level"}}
+	cfg, positional, err := load(cmd, args, stdout, func(fs *flag.FlagSet) {
 		fs.StringVar(&name, "projection", "", "projection to rebuild: "+projectionNames())
 	})
 	if err != nil {
@@ -30,9 +33,15 @@ func replay(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("usage: taskledger replay --projection NAME (one of %s)", projectionNames())
 	}
 	log := newLogger(cfg.LogLevel, stderr)
-	if cfg.NATSURL == "" && cfg.EmbeddedNATSAddr != "" && answers(cfg.EmbeddedNATSAddr) {
+	var bar *progressLine
+	if isTerminal(stderr) {
+		// Log lines go above the progress bar instead of over it.
+		bar = &progressLine{out: stderr}
+		log = loggerTo(cfg.LogLevel, bar, true)
+	}
+	if cfg.NATSURL == "" && cfg.EmbeddedNATSAddr.IsValid() && answers(cfg.EmbeddedNATSAddr.String()) {
 		// A running `taskledger serve` owns the embedded server: use it.
-		cfg.NATSURL = "nats://" + cfg.EmbeddedNATSAddr
+		cfg.NATSURL = "nats://" + cfg.EmbeddedNATSAddr.String()
 	}
 	if cfg.NATSURL == "" && !service.HasStoredStream(cfg) {
 		return fmt.Errorf("data directory %s holds no stream %s: run replay where `taskledger serve` keeps its data "+
@@ -48,8 +57,13 @@ func replay(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	report := service.ProgressLogger(log, 5*time.Second)
-	if isTerminal(stderr) {
-		report = func(p consumers.Progress) { fmt.Fprint(stderr, renderProgress(p, time.Now())) }
+	if bar != nil {
+		report = func(p consumers.Progress) {
+			bar.show(renderProgress(p, time.Now()))
+			if p.Done {
+				bar.finish(p.Projection + ": rebuilt and swapped in")
+			}
+		}
 	}
 	if err := rb.Run(ctx, report); err != nil {
 		if errors.Is(err, context.Canceled) {
@@ -77,8 +91,45 @@ func answers(addr string) bool {
 	return true
 }
 
-// renderProgress draws a one-line progress bar, rewritten in place: applied
-// of target stream sequences, rate and time left.
+// progressLine is the last line of a terminal, holding a progress bar that
+// is rewritten in place; text written to it (log lines) goes above the bar.
+type progressLine struct {
+	mu  sync.Mutex
+	out io.Writer
+	bar string
+}
+
+const clearLine = "\r\033[K"
+
+// Write prints p (whole lines) above the bar.
+func (l *progressLine) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fmt.Fprint(l.out, clearLine)
+	n, err := l.out.Write(p)
+	fmt.Fprint(l.out, l.bar)
+	return n, err
+}
+
+// show replaces the bar.
+func (l *progressLine) show(bar string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.bar = bar
+	fmt.Fprint(l.out, clearLine+bar)
+}
+
+// finish leaves the bar as it is, prints a last line under it, and makes
+// later writes plain lines.
+func (l *progressLine) finish(last string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fmt.Fprint(l.out, "\n"+last+"\n")
+	l.bar = ""
+}
+
+// renderProgress draws a one-line progress bar: applied of target stream
+// sequences, rate and time left.
 func renderProgress(p consumers.Progress, now time.Time) string {
 	const width = 30
 	frac := 1.0
@@ -91,10 +142,6 @@ func renderProgress(p consumers.Progress, now time.Time) string {
 		eta = time.Duration(float64(p.Target-p.Applied) / rate * float64(time.Second)).Round(time.Second).String()
 	}
 	filled := int(frac * width)
-	line := fmt.Sprintf("\r%s [%s%s] %5.1f%% %d/%d  %.0f events/s  ETA %s ", p.Projection,
+	return fmt.Sprintf("%s [%s%s] %5.1f%% %d/%d  %.0f events/s  ETA %s", p.Projection,
 		strings.Repeat("=", filled), strings.Repeat(" ", width-filled), 100*frac, p.Applied, p.Target, rate, eta)
-	if p.Done {
-		line += "\n" + p.Projection + ": rebuilt and swapped in\n"
-	}
-	return line
 }

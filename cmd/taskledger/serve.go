@@ -16,8 +16,8 @@ import (
 
 // serve runs until ctx ends (SIGINT/SIGTERM), then stops accepting
 // requests, waits for in-flight publishes and closes everything.
-func serve(ctx context.Context, args []string, stderr io.Writer) error {
-	cfg, err := loadConfig("serve", args, stderr)
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, _, err := load(command{name: "serve", about: "Runs the service: webhook ingest, projections and the query API."}, args, stdout, nil)
 	if err != nil {
 		return err
 	}

@@ -7,9 +7,9 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -39,13 +39,13 @@ type Config struct {
 	DataDir string
 	// EmbeddedNATSAddr is where the embedded server also listens, on
 	// loopback, so that `taskledger replay` and NATS tools can reach a running
-	// service (TASKLEDGER_EMBEDDED_NATS_ADDR, default "127.0.0.1:4223"; empty
-	// listens nowhere).
-	EmbeddedNATSAddr string
+	// service (TASKLEDGER_EMBEDDED_NATS_ADDR, default 127.0.0.1:4223; the
+	// zero value, empty in the variable, listens nowhere).
+	EmbeddedNATSAddr netip.AddrPort
 	// NATSSync is the embedded server's fsync policy (TASKLEDGER_NATS_SYNC):
 	// "always" fsyncs every message before it is acknowledged; a duration
 	// such as "2m" fsyncs that often. Default "always".
-	NATSSync string
+	NATSSync SyncPolicy
 	// AdminToken is the bearer token for admin endpoints
 	// (TASKLEDGER_ADMIN_TOKEN); empty refuses them.
 	AdminToken string
@@ -62,10 +62,11 @@ type Config struct {
 	// the server's memory.
 	DuplicateWindow time.Duration
 	// StreamMaxAge drops events older than this (TASKLEDGER_STREAM_MAX_AGE);
-	// 0, the default, keeps every event so projections can be rebuilt.
+	// 0, the default, keeps every event so projections can be rebuilt;
+	// otherwise at least the duplicate window.
 	StreamMaxAge time.Duration
 	// StreamReplicas is the stream's replica count on a NATS cluster
-	// (TASKLEDGER_STREAM_REPLICAS, default 1; use 3 on a three-node cluster).
+	// (TASKLEDGER_STREAM_REPLICAS, default 1): 1, 3 or 5.
 	StreamReplicas int
 	// Sources, when non-empty, is the allowlist of webhook sources
 	// (TASKLEDGER_SOURCES, comma separated); other sources get 404. They
@@ -82,10 +83,11 @@ type Config struct {
 	// (TASKLEDGER_PUBLISH_TIMEOUT, 5s); past it the webhook gets 503.
 	PublishTimeout time.Duration
 	// BatchSize is how many events a projection applies per transaction
-	// (TASKLEDGER_BATCH_SIZE, default 500).
+	// (TASKLEDGER_BATCH_SIZE, default 500): 1 to 10000.
 	BatchSize int
 	// DedupRetention is how long the durable dedup tier remembers a key
-	// (TASKLEDGER_DEDUP_RETENTION, default 168h = 7 days).
+	// (TASKLEDGER_DEDUP_RETENTION, default 168h = 7 days); at least the
+	// duplicate window.
 	DedupRetention time.Duration
 	// ShutdownTimeout bounds the graceful drain on SIGTERM
 	// (TASKLEDGER_SHUTDOWN_TIMEOUT, 30s).
@@ -99,8 +101,8 @@ func Default() Config {
 		HTTPAddr:         ":8080",
 		DatabaseURL:      "postgres://postgres@127.0.0.1:5432/taskledger?sslmode=disable",
 		DataDir:          "./data",
-		EmbeddedNATSAddr: "127.0.0.1:4223",
-		NATSSync:         "always",
+		EmbeddedNATSAddr: netip.MustParseAddrPort("127.0.0.1:4223"),
+		NATSSync:         SyncPolicy{Always: true},
 		LogLevel:         "info",
 		Stream:           "TASK_EVENTS",
 		SubjectPrefix:    "taskledger.events",
@@ -114,141 +116,180 @@ func Default() Config {
 	}
 }
 
-// Bind registers every field on fs, each defaulting to its environment
-// variable when set and to the value already in c otherwise. Environment
-// values that do not parse are reported by the returned function, which is
-// meant to be called after fs.Parse.
-func (c *Config) Bind(fs *flag.FlagSet) (envErrors func() error) {
-	var errs []error
-	str := func(p *string, name, env, usage string) {
-		if v, ok := os.LookupEnv(env); ok {
-			*p = v
-		}
-		fs.StringVar(p, name, *p, usage+" ($"+env+")")
-	}
-	dur := func(p *time.Duration, name, env, usage string) {
-		if v, ok := os.LookupEnv(env); ok {
-			d, err := time.ParseDuration(v)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("$%s: %q is not a duration (e.g. 90s, 2m): %w", env, v, err))
-			}
-			*p = d
-		}
-		fs.DurationVar(p, name, *p, usage+" ($"+env+")")
-	}
-	str(&c.Role, "role", "TASKLEDGER_ROLE", "what this replica runs: all, ingest (webhooks and queries) or project (consumers and queries)")
-	str(&c.HTTPAddr, "http-addr", "TASKLEDGER_HTTP_ADDR", "HTTP listen address")
-	str(&c.DatabaseURL, "database-url", "TASKLEDGER_DATABASE_URL", "Postgres URL")
-	str(&c.NATSURL, "nats-url", "TASKLEDGER_NATS_URL", "NATS URL; empty starts an embedded JetStream server")
-	str(&c.DataDir, "data-dir", "TASKLEDGER_DATA_DIR", "embedded NATS storage directory")
-	str(&c.EmbeddedNATSAddr, "embedded-nats-addr", "TASKLEDGER_EMBEDDED_NATS_ADDR", "loopback address the embedded NATS server listens on; empty for none")
-	str(&c.NATSSync, "nats-sync", "TASKLEDGER_NATS_SYNC", `embedded NATS fsync policy: "always" or an interval such as 2m`)
-	str(&c.AdminToken, "admin-token", "TASKLEDGER_ADMIN_TOKEN", "bearer token for admin endpoints; empty refuses them")
-	str(&c.SourcesFile, "sources-file", "TASKLEDGER_SOURCES_FILE", "YAML file of webhook sources and their signature schemes")
-	str(&c.LogLevel, "log-level", "TASKLEDGER_LOG_LEVEL", "log level: trace, debug, info, warn, error")
-	str(&c.Stream, "stream", "TASKLEDGER_STREAM", "JetStream stream name")
-	str(&c.SubjectPrefix, "subject-prefix", "TASKLEDGER_SUBJECT_PREFIX", "event subject prefix")
-	dur(&c.DuplicateWindow, "duplicate-window", "TASKLEDGER_DUPLICATE_WINDOW", "JetStream duplicate window")
-	dur(&c.StreamMaxAge, "stream-max-age", "TASKLEDGER_STREAM_MAX_AGE", "drop events older than this; 0 keeps all")
-	dur(&c.PublishTimeout, "publish-timeout", "TASKLEDGER_PUBLISH_TIMEOUT", "wait for JetStream's ack before answering 503")
-	dur(&c.ShutdownTimeout, "shutdown-timeout", "TASKLEDGER_SHUTDOWN_TIMEOUT", "graceful shutdown limit")
-	dur(&c.DedupRetention, "dedup-retention", "TASKLEDGER_DEDUP_RETENTION", "how long the durable dedup tier keeps keys")
+// EnvVar is the environment variable of the setting whose flag is name:
+// TASKLEDGER_ and the name in capitals, dashes as underscores.
+func EnvVar(name string) string {
+	return "TASKLEDGER_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
 
-	sources := strings.Join(c.Sources, ",")
-	str(&sources, "sources", "TASKLEDGER_SOURCES", "comma-separated allowed webhook sources; empty allows any")
-	maxBody := strconv.FormatInt(c.MaxBodyBytes, 10)
-	str(&maxBody, "max-body-bytes", "TASKLEDGER_MAX_BODY_BYTES", "largest accepted webhook body")
-	batch := strconv.Itoa(c.BatchSize)
-	str(&batch, "batch-size", "TASKLEDGER_BATCH_SIZE", "events per projection transaction")
-	replicas := strconv.Itoa(c.StreamReplicas)
-	str(&replicas, "stream-replicas", "TASKLEDGER_STREAM_REPLICAS", "stream replicas on a NATS cluster (1, 3 or 5)")
-	return func() error {
-		c.Sources = nil
-		for _, s := range strings.Split(sources, ",") {
-			if s = strings.TrimSpace(s); s != "" {
-				c.Sources = append(c.Sources, s)
+// Problem is what is wrong with one setting.
+type Problem struct {
+	Setting string // the flag's name
+	Message string
+}
+
+// Error is one line naming the setting's flag and variable.
+func (p Problem) Error() string {
+	return fmt.Sprintf("--%s (%s): %s", p.Setting, EnvVar(p.Setting), p.Message)
+}
+
+func problem(name, format string, args ...any) error {
+	return Problem{Setting: name, Message: fmt.Sprintf(format, args...)}
+}
+
+// Load reads the configuration: the defaults, then each setting's
+// environment variable, then the flags in args. The settings are
+// registered on fs beside any flags the caller added; each value is parsed
+// once, into its field's type. Load returns the arguments that are not
+// flags (they may come before, between or after them) and every problem
+// at once, one line each; flag.ErrHelp when args ask for help.
+func Load(fs *flag.FlagSet, args []string) (Config, []string, error) {
+	c := Default()
+	var problems []error // of Problem
+	for _, s := range c.settings() {
+		fs.Var(&reporting{s.value, s.name, &problems}, s.name, s.usage)
+		if raw, ok := os.LookupEnv(EnvVar(s.name)); ok {
+			_ = fs.Set(s.name, raw) // a problem is recorded by reporting
+		}
+	}
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return c, nil, err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional, args = append(positional, fs.Arg(0)), fs.Args()[1:]
+	}
+	// A setting that did not parse is reported once: not again by Validate.
+	unparsed := map[string]bool{}
+	for _, err := range problems {
+		unparsed[err.(Problem).Setting] = true
+	}
+	if joined, ok := c.Validate().(interface{ Unwrap() []error }); ok {
+		for _, err := range joined.Unwrap() {
+			var p Problem
+			if !errors.As(err, &p) || !unparsed[p.Setting] {
+				problems = append(problems, err)
 			}
 		}
-		n, err := strconv.ParseInt(maxBody, 10, 64)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("max-body-bytes: %q is not a whole number of bytes", maxBody))
-		}
-		c.MaxBodyBytes = n
-		if c.BatchSize, err = strconv.Atoi(batch); err != nil {
-			errs = append(errs, fmt.Errorf("batch-size: %q is not a whole number", batch))
-		}
-		if c.StreamReplicas, err = strconv.Atoi(replicas); err != nil {
-			errs = append(errs, fmt.Errorf("stream-replicas: %q is not a whole number", replicas))
-		}
-		return errors.Join(errs...)
+	}
+	return c, positional, errors.Join(problems...)
+}
+
+// Setting describes one setting for help texts.
+type Setting struct {
+	Name, Usage, Type string
+	Default           string
+}
+
+// Settings are every setting, in the order of the Config fields.
+func Settings() []Setting {
+	c := Default()
+	var out []Setting
+	for _, s := range c.settings() {
+		out = append(out, Setting{Name: s.name, Usage: s.usage, Type: s.value.typeName(), Default: s.value.String()})
+	}
+	return out
+}
+
+type setting struct {
+	name, usage string
+	value       value
+}
+
+// settings ties each field of c to its flag name and usage.
+func (c *Config) settings() []setting {
+	return []setting{
+		{"role", "what this replica runs: all, ingest (webhooks and queries) or project (consumers and queries)", (*stringValue)(&c.Role)},
+		{"http-addr", "HTTP listen address", (*stringValue)(&c.HTTPAddr)},
+		{"database-url", "Postgres URL", (*stringValue)(&c.DatabaseURL)},
+		{"nats-url", "NATS URL(s), comma separated; empty starts an embedded JetStream server", (*stringValue)(&c.NATSURL)},
+		{"data-dir", "embedded NATS storage directory", (*stringValue)(&c.DataDir)},
+		{"embedded-nats-addr", "loopback address the embedded NATS server listens on; empty for none", (*addrValue)(&c.EmbeddedNATSAddr)},
+		{"nats-sync", `embedded NATS fsync policy: "always" or an interval such as 2m`, (*syncValue)(&c.NATSSync)},
+		{"admin-token", "bearer token for admin endpoints; empty refuses them", (*stringValue)(&c.AdminToken)},
+		{"sources-file", "YAML file of webhook sources and their signature schemes", (*stringValue)(&c.SourcesFile)},
+		{"log-level", "log level: trace, debug, info, warn, error", (*stringValue)(&c.LogLevel)},
+		{"stream", "JetStream stream name", (*stringValue)(&c.Stream)},
+		{"subject-prefix", "event subject prefix", (*stringValue)(&c.SubjectPrefix)},
+		{"duplicate-window", "JetStream duplicate window", (*durationValue)(&c.DuplicateWindow)},
+		{"stream-max-age", "drop events older than this; 0 keeps all", (*durationValue)(&c.StreamMaxAge)},
+		{"stream-replicas", "stream replicas on a NATS cluster: 1, 3 or 5", numberValue[int]{&c.StreamReplicas}},
+		{"sources", "comma-separated allowed webhook sources; empty allows any", (*listValue)(&c.Sources)},
+		{"max-body-bytes", "largest accepted webhook body", numberValue[int64]{&c.MaxBodyBytes}},
+		{"publish-timeout", "wait for JetStream's ack before answering 503", (*durationValue)(&c.PublishTimeout)},
+		{"batch-size", "events per projection transaction: 1 to 10000", numberValue[int]{&c.BatchSize}},
+		{"dedup-retention", "how long the durable dedup tier keeps keys; at least the duplicate window", (*durationValue)(&c.DedupRetention)},
+		{"shutdown-timeout", "limit on the graceful drain at SIGINT/SIGTERM", (*durationValue)(&c.ShutdownTimeout)},
 	}
 }
 
-// Validate reports every invalid setting at once, each with what to change.
+// Validate reports every invalid setting at once, one line each naming its
+// flag and environment variable, with what to change.
 func (c Config) Validate() error {
 	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	bad := func(name, format string, args ...any) { errs = append(errs, problem(name, format, args...)) }
 	if c.Role != RoleAll && c.Role != RoleIngest && c.Role != RoleProject {
-		bad("role %q: want all, ingest or project", c.Role)
+		bad("role", "%q: want all, ingest or project", c.Role)
 	}
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
-		bad("http-addr %q: want host:port or :port (%v)", c.HTTPAddr, err)
+		bad("http-addr", "%q: want host:port or :port", c.HTTPAddr)
 	}
 	if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		bad("database-url %q: want postgres://user@host:port/dbname", c.DatabaseURL)
+		bad("database-url", "%q: want postgres://user@host:port/dbname", c.DatabaseURL)
 	}
 	if c.NATSURL == "" && c.DataDir == "" {
-		bad("data-dir is required when nats-url is empty (the embedded server stores there)")
+		bad("data-dir", "required when --nats-url is empty (the embedded server stores there)")
 	}
-	if c.EmbeddedNATSAddr != "" {
-		if _, err := c.EmbeddedNATSPort(); err != nil {
-			bad("%v", err)
-		}
+	if c.EmbeddedNATSAddr.IsValid() && !c.EmbeddedNATSAddr.Addr().IsLoopback() {
+		bad("embedded-nats-addr", "%s: want a loopback address such as 127.0.0.1:4223", c.EmbeddedNATSAddr)
 	}
-	if _, _, err := c.SyncPolicy(); err != nil {
-		bad("%v", err)
+	if !c.NATSSync.Always && c.NATSSync.Interval <= 0 {
+		bad("nats-sync", `%s: want "always" or a positive interval such as 2m`, c.NATSSync)
 	}
 	if _, err := zerolog.ParseLevel(c.LogLevel); err != nil || c.LogLevel == "" {
-		bad("log-level %q: want trace, debug, info, warn or error", c.LogLevel)
+		bad("log-level", "%q: want trace, debug, info, warn or error", c.LogLevel)
 	}
 	if c.Stream == "" || strings.ContainsAny(c.Stream, ".*> \t") {
-		bad("stream %q: want a name without dots, spaces or wildcards", c.Stream)
+		bad("stream", "%q: want a name without dots, spaces or wildcards", c.Stream)
 	}
 	if c.SubjectPrefix == "" || strings.ContainsAny(c.SubjectPrefix, "*> \t") ||
 		strings.HasPrefix(c.SubjectPrefix, ".") || strings.HasSuffix(c.SubjectPrefix, ".") {
-		bad("subject-prefix %q: want dot-separated tokens without wildcards", c.SubjectPrefix)
+		bad("subject-prefix", "%q: want dot-separated tokens without wildcards", c.SubjectPrefix)
 	}
 	if c.DuplicateWindow <= 0 {
-		bad("duplicate-window %v: must be positive", c.DuplicateWindow)
+		bad("duplicate-window", "%v: must be positive", c.DuplicateWindow)
 	}
 	if c.StreamMaxAge < 0 || (c.StreamMaxAge > 0 && c.StreamMaxAge < c.DuplicateWindow) {
-		bad("stream-max-age %v: want 0 (keep all) or at least the duplicate window", c.StreamMaxAge)
+		bad("stream-max-age", "%v: want 0 (keep all) or at least the duplicate window (%v)", c.StreamMaxAge, c.DuplicateWindow)
 	}
-	if c.StreamReplicas < 1 || c.StreamReplicas > 5 {
-		bad("stream-replicas %d: want 1 to 5", c.StreamReplicas)
+	if c.StreamReplicas != 1 && c.StreamReplicas != 3 && c.StreamReplicas != 5 {
+		bad("stream-replicas", "%d: want 1, 3 or 5 (an even count adds no fault tolerance)", c.StreamReplicas)
 	}
 	for _, s := range c.Sources {
 		if !domain.ValidSource(s) {
-			bad("sources: %q is not a valid source name ([a-z0-9][a-z0-9_-]{0,63})", s)
+			bad("sources", "%q is not a valid source name ([a-z0-9][a-z0-9_-]{0,63})", s)
 		}
 	}
 	if c.SourcesFile != "" && len(c.Sources) > 0 {
-		bad("sources and sources-file are both set: list the sources in the file only")
+		bad("sources", "set together with --sources-file (TASKLEDGER_SOURCES_FILE): list the sources in the file only")
 	}
 	if c.MaxBodyBytes <= 0 {
-		bad("max-body-bytes %d: must be positive", c.MaxBodyBytes)
+		bad("max-body-bytes", "%d: must be positive", c.MaxBodyBytes)
 	}
 	if c.PublishTimeout <= 0 {
-		bad("publish-timeout %v: must be positive", c.PublishTimeout)
+		bad("publish-timeout", "%v: must be positive", c.PublishTimeout)
 	}
 	if c.BatchSize < 1 || c.BatchSize > 10_000 {
-		bad("batch-size %d: want 1 to 10000", c.BatchSize)
+		bad("batch-size", "%d: want 1 to 10000", c.BatchSize)
 	}
 	if c.DedupRetention < c.DuplicateWindow {
-		bad("dedup-retention %v: want at least the duplicate window (%v)", c.DedupRetention, c.DuplicateWindow)
+		bad("dedup-retention", "%v: want at least the duplicate window (%v)", c.DedupRetention, c.DuplicateWindow)
 	}
 	if c.ShutdownTimeout <= 0 {
-		bad("shutdown-timeout %v: must be positive", c.ShutdownTimeout)
+		bad("shutdown-timeout", "%v: must be positive", c.ShutdownTimeout)
 	}
 	return errors.Join(errs...)
 }
@@ -280,28 +321,28 @@ func (c Config) SourceSet() (*sources.Set, error) {
 	}
 }
 
-// SyncPolicy interprets NATSSync: always, or the fsync interval.
-func (c Config) SyncPolicy() (always bool, interval time.Duration, err error) {
-	if c.NATSSync == "always" {
-		return true, 0, nil
-	}
-	d, err := time.ParseDuration(c.NATSSync)
-	if err != nil || d <= 0 {
-		return false, 0, fmt.Errorf(`nats-sync %q: want "always" or a positive interval such as 2m`, c.NATSSync)
-	}
-	return false, d, nil
+// SyncPolicy is the embedded server's fsync policy: every message before
+// its acknowledgement, or every Interval.
+type SyncPolicy struct {
+	Always   bool
+	Interval time.Duration
 }
 
-// EmbeddedNATSPort is the port of EmbeddedNATSAddr, which must be on
-// loopback; 0 when the embedded server listens nowhere.
-func (c Config) EmbeddedNATSPort() (int, error) {
-	if c.EmbeddedNATSAddr == "" {
-		return 0, nil
+// ParseSyncPolicy reads "always" or an interval such as "2m".
+func ParseSyncPolicy(s string) (SyncPolicy, error) {
+	if s == "always" {
+		return SyncPolicy{Always: true}, nil
 	}
-	host, port, err := net.SplitHostPort(c.EmbeddedNATSAddr)
-	n, perr := strconv.Atoi(port)
-	if ip := net.ParseIP(host); err != nil || perr != nil || n < 1 || n > 65535 || ip == nil || !ip.IsLoopback() {
-		return 0, fmt.Errorf("embedded-nats-addr %q: want a loopback host:port such as 127.0.0.1:4223", c.EmbeddedNATSAddr)
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return SyncPolicy{}, fmt.Errorf(`%q: want "always" or a positive interval such as 2m`, s)
 	}
-	return n, nil
+	return SyncPolicy{Interval: d}, nil
+}
+
+func (p SyncPolicy) String() string {
+	if p.Always {
+		return "always"
+	}
+	return p.Interval.String()
 }

@@ -65,7 +65,7 @@ func LogRequests(log zerolog.Logger, next http.Handler) http.Handler {
 			ev = log.Warn()
 		}
 		ev = ev.Str("method", r.Method).Str("path", r.URL.Path).Int("status", rec.status).
-			Dur("latency", time.Since(start))
+			Dur("latency_ms", time.Since(start))
 		for _, f := range fields {
 			ev = ev.Str(f[0], f[1])
 		}

@@ -194,15 +194,7 @@ func ProgressLogger(log zerolog.Logger, interval time.Duration) func(consumers.P
 // Consumers are the projection consumers, one per projection.
 func (s *Service) Consumers() []*consumers.Consumer { return s.consumers }
 
-func (s *Service) startEmbedded() error {
-	always, interval, err := s.cfg.SyncPolicy()
-	if err != nil {
-		return err
-	}
-	port, err := s.cfg.EmbeddedNATSPort()
-	if err != nil {
-		return err
-	}
+func (s *Service) startEmbedded() (err error) {
 	dir := embeddedStoreDir(s.cfg)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return fmt.Errorf("create data dir %s: %w (set TASKLEDGER_DATA_DIR to a writable directory)", dir, err)
@@ -211,13 +203,22 @@ func (s *Service) startEmbedded() error {
 	if s.dataLock, err = lockDir(s.cfg.DataDir); err != nil {
 		return err
 	}
-	s.embedded, err = eventlog.StartServer(eventlog.ServerOptions{StoreDir: dir, Port: port, SyncAlways: always, SyncInterval: interval})
+	s.embedded, err = eventlog.StartServer(eventlog.ServerOptions{StoreDir: dir, Port: int(s.cfg.EmbeddedNATSAddr.Port()),
+		SyncAlways: s.cfg.NATSSync.Always, SyncInterval: s.cfg.NATSSync.Interval})
 	if err != nil {
 		return err
 	}
-	s.log.Info().Str("store_dir", dir).Str("sync", s.cfg.NATSSync).Str("listen", s.cfg.EmbeddedNATSAddr).
+	s.log.Info().Str("store_dir", dir).Stringer("sync", s.cfg.NATSSync).Str("listen", listenAddr(s.cfg)).
 		Msg("embedded NATS JetStream started")
 	return nil
+}
+
+// listenAddr is where the embedded server listens, or "none".
+func listenAddr(cfg config.Config) string {
+	if !cfg.EmbeddedNATSAddr.IsValid() {
+		return "none"
+	}
+	return cfg.EmbeddedNATSAddr.String()
 }
 
 // embeddedStoreDir is where the embedded server keeps its file store.
