@@ -54,6 +54,8 @@ func New(pool *pgxpool.Pool, stream Stream, startRebuild RebuildStarter, adminTo
 func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/tasks/{task_id}/completions", a.taskCompletions)
 	mux.HandleFunc("GET /v1/processes/{process_id}/completions", a.processCompletions)
+	mux.HandleFunc("GET /v1/tasks/{task_id}/events", a.taskEvents)
+	mux.HandleFunc("GET /v1/events", a.findEvents)
 	mux.HandleFunc("GET /v1/projections", a.projectionStatus)
 	mux.HandleFunc("POST /v1/projections/{name}/rebuild", a.admin(a.rebuild))
 	mux.HandleFunc("GET /v1/dead-letters", a.deadLetters)
@@ -92,22 +94,16 @@ func (a *API) processCompletions(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	limit := defaultLimit
-	if s := r.URL.Query().Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > maxLimit {
-			badParam(w, "limit must be a whole number from 1 to 500")
-			return
-		}
-		limit = n
+	limit, ok := limitParam(w, r)
+	if !ok {
+		return
 	}
-	after, err := base64.RawURLEncoding.DecodeString(r.URL.Query().Get("cursor"))
-	if err != nil {
-		badParam(w, "cursor is not one this API returned")
+	after, ok := cursorParam(w, r)
+	if !ok {
 		return
 	}
 	processID := r.PathValue("process_id")
-	hs, more, err := projections.ForPolicy(policy).ProcessHistories(r.Context(), a.pool, processID, string(after), limit)
+	hs, more, err := projections.ForPolicy(policy).ProcessHistories(r.Context(), a.pool, processID, after, limit)
 	if err != nil {
 		a.internal(w, err)
 		return
@@ -117,7 +113,7 @@ func (a *API) processCompletions(w http.ResponseWriter, r *http.Request) {
 		v.Tasks = append(v.Tasks, ViewHistory(h))
 	}
 	if more {
-		v.NextCursor = base64.RawURLEncoding.EncodeToString([]byte(hs[len(hs)-1].TaskID))
+		v.NextCursor = cursor(hs[len(hs)-1].TaskID)
 	}
 	httpjson.Write(w, http.StatusOK, v)
 }
@@ -125,7 +121,7 @@ func (a *API) processCompletions(w http.ResponseWriter, r *http.Request) {
 // ProjectionView is a projection's position against the stream.
 type ProjectionView struct {
 	Name          string        `json:"name"`
-	Policy        domain.Policy `json:"policy"`
+	Policy        domain.Policy `json:"policy,omitempty"` // none for the timeline
 	Checkpoint    uint64        `json:"checkpoint"`
 	StreamLastSeq uint64        `json:"stream_last_seq"`
 	Lag           uint64        `json:"lag"`
@@ -177,7 +173,7 @@ func (a *API) Projections(ctx context.Context) ([]ProjectionView, error) {
 		return nil, err
 	}
 	views := []ProjectionView{}
-	for _, p := range projections.All {
+	for _, p := range projections.Every {
 		cp, err := projections.Checkpoint(ctx, a.pool, p.Name)
 		if err != nil {
 			return nil, err
@@ -267,6 +263,34 @@ func (a *API) admin(next http.HandlerFunc) http.HandlerFunc {
 		next(w, r)
 	}
 }
+
+// limitParam reads the page size: 1 to maxLimit, defaultLimit if absent.
+func limitParam(w http.ResponseWriter, r *http.Request) (int, bool) {
+	s := r.URL.Query().Get("limit")
+	if s == "" {
+		return defaultLimit, true
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > maxLimit {
+		badParam(w, "limit must be a whole number from 1 to 500")
+		return 0, false
+	}
+	return n, true
+}
+
+// cursorParam decodes the opaque cursor of a paginated query: the position
+// after which the page starts, "" for the first page.
+func cursorParam(w http.ResponseWriter, r *http.Request) (string, bool) {
+	after, err := base64.RawURLEncoding.DecodeString(r.URL.Query().Get("cursor"))
+	if err != nil {
+		badParam(w, "cursor is not one this API returned")
+		return "", false
+	}
+	return string(after), true
+}
+
+// cursor encodes a page's last position for cursorParam.
+func cursor(position string) string { return base64.RawURLEncoding.EncodeToString([]byte(position)) }
 
 func policyParam(w http.ResponseWriter, r *http.Request) (domain.Policy, bool) {
 	p, err := domain.ParsePolicy(r.URL.Query().Get("policy"))

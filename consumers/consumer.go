@@ -110,7 +110,7 @@ func (c *Consumer) runActive(ctx context.Context, out *outage) error {
 
 	nextSweep := time.Now()
 	for ctx.Err() == nil {
-		if c.opts.DedupRetention > 0 && time.Now().After(nextSweep) {
+		if c.opts.DedupRetention > 0 && !c.proj.IsTimeline() && time.Now().After(nextSweep) {
 			if err := projections.SweepSeenKeys(ctx, conn, c.proj.Name, c.opts.DedupRetention); err != nil {
 				return err
 			}
@@ -217,8 +217,9 @@ func (c *Consumer) applyBatch(ctx context.Context, conn *pgx.Conn, entries []pro
 func Entry(seq uint64, subject string, header map[string][]string, body []byte) projections.Entry {
 	rec, err := eventlog.Decode(seq, subject, header, body)
 	return projections.Entry{
-		Message:   projections.Message{Seq: seq, Subject: subject, Header: header, Body: body},
-		Record:    rec,
-		DecodeErr: err,
+		Message:    projections.Message{Seq: seq, Subject: subject, Header: header, Body: body},
+		Record:     rec,
+		DecodeErr:  err,
+		ReceivedAt: eventlog.ReceivedAt(header),
 	}
 }

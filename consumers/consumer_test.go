@@ -64,7 +64,7 @@ func (s *testStream) publish(t *testing.T, body string) uint64 {
 // consumers returns a consumer of every projection.
 func (s *testStream) consumers(t *testing.T) []*Consumer {
 	var cs []*Consumer
-	for _, p := range projections.All {
+	for _, p := range projections.Every {
 		cs = append(cs, New(p, s.pool, s.js, s.opts, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)))
 	}
 	return cs
@@ -83,7 +83,7 @@ func (s *testStream) runUntilApplied(t *testing.T, seq uint64) {
 	}
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		done := true
-		for _, p := range projections.All {
+		for _, p := range projections.Every {
 			if cp := s.checkpoint(t, p.Name); cp < seq {
 				done = false
 			}
@@ -151,6 +151,8 @@ func (s *testStream) snapshot(t *testing.T) map[string][][]any {
 		queries[p.Name+".checkpoint"] = "SELECT * FROM " + p.Name + ".checkpoint"
 		queries[p.Name+".seen_keys"] = "SELECT * FROM " + p.Name + ".seen_keys ORDER BY dedup_key"
 	}
+	queries["timeline.events"] = "SELECT * FROM timeline.events ORDER BY stream_seq"
+	queries["timeline.checkpoint"] = "SELECT * FROM timeline.checkpoint"
 	out := map[string][][]any{}
 	for table, query := range queries {
 		out[table] = testenv.Rows(t, s.pool, query)

@@ -78,6 +78,16 @@ func (r Record) Message(subject string) *nats.Msg {
 	return m
 }
 
+// ReceivedAt is when ingest received the event stored with header, from its
+// HeaderReceivedAt; zero when it is missing or malformed.
+func ReceivedAt(header nats.Header) time.Time {
+	at, err := time.Parse(time.RFC3339Nano, header.Get(HeaderReceivedAt))
+	if err != nil {
+		return time.Time{}
+	}
+	return at.UTC()
+}
+
 // ErrUndecodable wraps every reason a stream message is not a valid event.
 var ErrUndecodable = errors.New("undecodable event")
 

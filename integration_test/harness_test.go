@@ -114,7 +114,7 @@ func (b *bundle) waitApplied(t testing.TB, seq uint64) {
 // applied reports whether every projection's checkpoint has reached seq.
 func (b *bundle) applied(t testing.TB, seq uint64) bool {
 	t.Helper()
-	for _, p := range projections.All {
+	for _, p := range projections.Every {
 		if b.checkpoint(t, p.Name) < seq {
 			return false
 		}

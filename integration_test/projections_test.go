@@ -2,6 +2,7 @@ package integration_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -165,6 +166,19 @@ func (b *bundle) projectedRows(t *testing.T) []string {
 	return out
 }
 
+// timelineRows lists the timeline's events as "task completed_at", from
+// their stored bodies, sorted.
+func (b *bundle) timelineRows(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	for _, r := range testenv.Rows(t, b.svc.Pool(),
+		"SELECT task_id, convert_from(body, 'UTF8')::jsonb->>'completed_at' FROM timeline.events") {
+		out = append(out, r[0].(string)+" "+r[1].(string))
+	}
+	slices.Sort(out)
+	return out
+}
+
 // without returns the elements of the sorted list a that the sorted list
 // b lacks, counting repeats.
 func without(a, b []string) []string {
@@ -192,7 +206,11 @@ func (b *bundle) checkProjectedExactlyOnce(t *testing.T, want ledger) {
 		t.Errorf("completions_all holds %d rows, want the %d posted completions once each; missing %v, unexpected %v",
 			len(got), len(want), without(want, got), without(got, want))
 	}
-	for _, p := range projections.All {
+	if got, want := b.timelineRows(t), want.rows(); !slices.Equal(got, want) {
+		t.Errorf("the timeline holds %d events, want the %d posted completions once each; missing %v, unexpected %v",
+			len(got), len(want), without(want, got), without(got, want))
+	}
+	for _, p := range projections.Every {
 		if cp := b.checkpoint(t, p.Name); cp != last {
 			t.Errorf("%s checkpoint %d, want the stream's last sequence %d", p.Name, cp, last)
 		}
@@ -398,6 +416,18 @@ func TestQueryAPI(t *testing.T) {
 			{"/v1/processes/paged/completions?limit=0", http.StatusBadRequest, "invalid_parameter"},
 			{"/v1/processes/paged/completions?limit=abc", http.StatusBadRequest, "invalid_parameter"},
 			{"/v1/processes/paged/completions?cursor=" + url.QueryEscape("not a cursor!"), http.StatusBadRequest, "invalid_parameter"},
+			{"/v1/tasks/no-such-task/events", http.StatusNotFound, "task_not_found"},
+			{"/v1/tasks/page-a/events?limit=0", http.StatusBadRequest, "invalid_parameter"},
+			{"/v1/tasks/page-a/events?limit=501", http.StatusBadRequest, "invalid_parameter"},
+			{"/v1/tasks/page-a/events?cursor=" + url.QueryEscape("not a cursor!"), http.StatusBadRequest, "invalid_parameter"},
+			{"/v1/tasks/page-a/events?cursor=" + base64.RawURLEncoding.EncodeToString([]byte("abc")), http.StatusBadRequest, "invalid_parameter"},
+			{"/v1/tasks/%FF%FE/events", http.StatusBadRequest, "invalid_parameter"},
+			{"/v1/tasks/a%00b/events", http.StatusBadRequest, "invalid_parameter"},
+			{"/v1/events", http.StatusBadRequest, "invalid_parameter"},
+			{"/v1/events?event_id=", http.StatusBadRequest, "invalid_parameter"},
+			{"/v1/events?event_id=a&external_id=b", http.StatusBadRequest, "invalid_parameter"},
+			{"/v1/events?external_id=%FF", http.StatusBadRequest, "invalid_parameter"},
+			{"/v1/events?event_id=a&limit=x", http.StatusBadRequest, "invalid_parameter"},
 		} {
 			if r := b.get(t, tt.path); r.Status != tt.status || r.Error.Code != tt.code || r.Error.Message == "" {
 				t.Errorf("GET %s: %+v, want %d %s", tt.path, r, tt.status, tt.code)
@@ -440,11 +470,11 @@ func TestQueryAPI(t *testing.T) {
 		}
 		getJSON(t, b.url+"/v1/projections", &body)
 		last := b.lastSeq(t)
-		if len(body.Projections) != len(projections.All) {
-			t.Fatalf("projections %+v, want %d", body.Projections, len(projections.All))
+		if len(body.Projections) != len(projections.Every) {
+			t.Fatalf("projections %+v, want %d", body.Projections, len(projections.Every))
 		}
 		for i, p := range body.Projections {
-			want := projectionStatus{Name: projections.All[i].Name, Policy: string(projections.All[i].Policy),
+			want := projectionStatus{Name: projections.Every[i].Name, Policy: string(projections.Every[i].Policy),
 				Checkpoint: last, StreamLastSeq: last, Lag: 0, State: "live"}
 			if p != want {
 				t.Errorf("got %+v, want %+v", p, want)
@@ -457,7 +487,7 @@ func TestQueryAPI(t *testing.T) {
 // consumer.
 func consumerSessions() []string {
 	var names []string
-	for _, p := range projections.All {
+	for _, p := range projections.Every {
 		names = append(names, consumers.SessionName(p.Name))
 	}
 	return names
@@ -563,7 +593,7 @@ func TestKilledDatabaseSessionsLoseNothing(t *testing.T) {
 	bodies, want := shuffledCompletions("killed", 50, 6, 2)
 	bodies = append(bodies, bodies[:30]...) // sender retries
 	eventually(t, "every consumer to open its session", func() bool {
-		return b.countSessions(t, anySession, consumerSessions()...) == len(projections.All)
+		return b.countSessions(t, anySession, consumerSessions()...) == len(projections.Every)
 	})
 
 	// Each round kills consumer sessions while a part of the traffic is
@@ -602,9 +632,9 @@ func TestKilledDatabaseSessionsLoseNothing(t *testing.T) {
 // is active, failing t if two are at once.
 func activeReplicas(t *testing.T, svcs ...*service.Service) []int {
 	t.Helper()
-	counts := make([]int, len(projections.All))
+	counts := make([]int, len(projections.Every))
 	for _, s := range svcs {
-		for i, c := range s.Consumers() { // in the order of projections.All
+		for i, c := range s.Consumers() { // in the order of projections.Every
 			if c.Active() {
 				counts[i]++
 			}
@@ -612,7 +642,7 @@ func activeReplicas(t *testing.T, svcs ...*service.Service) []int {
 	}
 	for i, n := range counts {
 		if n > 1 {
-			t.Fatalf("%d replicas apply %s at once", n, projections.All[i].Name)
+			t.Fatalf("%d replicas apply %s at once", n, projections.Every[i].Name)
 		}
 	}
 	return counts

@@ -25,11 +25,13 @@ type Message struct {
 }
 
 // Entry is one message handed to a projection: the event decoded from it,
-// or DecodeErr saying why there is none.
+// or DecodeErr saying why there is none, and when ingest received it (zero
+// when the message does not say).
 type Entry struct {
-	Message   Message
-	Record    domain.Recorded
-	DecodeErr error
+	Message    Message
+	Record     domain.Recorded
+	DecodeErr  error
+	ReceivedAt time.Time
 }
 
 // IsPermanent reports whether err is the data's fault rather than the
@@ -51,32 +53,30 @@ type Applied struct {
 // ApplyEntries applies entries to the projection stored in schema, inside
 // tx. Entries that cannot be applied (undecodable, or rejected by the
 // database as bad data) are recorded as dead letters in the same
-// transaction. A returned error is never the data's fault: the caller
-// should roll back and retry.
+// transaction, except that the timeline skips undecodable entries: they
+// belong to no task. A returned error is never the data's fault: the
+// caller should roll back and retry.
 func (p Projection) ApplyEntries(ctx context.Context, tx pgx.Tx, schema string, entries []Entry) (Applied, error) {
-	var records []domain.Recorded
+	var applicable []Entry
 	var dead []deadLetter
 	for _, e := range entries {
-		if e.DecodeErr != nil {
+		if e.DecodeErr != nil && !p.IsTimeline() {
 			dead = append(dead, deadLetter{e.Message, e.DecodeErr.Error()})
 			continue
 		}
-		records = append(records, e.Record)
+		applicable = append(applicable, e)
 	}
 	var out Applied
 	err := inSavepoint(ctx, tx, func(sp pgx.Tx) (err error) {
-		out.Duplicates, err = p.Apply(ctx, sp, schema, records)
+		out.Duplicates, err = p.apply(ctx, sp, schema, applicable)
 		return err
 	})
 	if IsPermanent(err) {
 		// Find the culprits: apply one entry at a time.
 		out.Duplicates, err = 0, nil
-		for _, e := range entries {
-			if e.DecodeErr != nil {
-				continue
-			}
+		for _, e := range applicable {
 			err := inSavepoint(ctx, tx, func(sp pgx.Tx) error {
-				dup, err := p.Apply(ctx, sp, schema, []domain.Recorded{e.Record})
+				dup, err := p.apply(ctx, sp, schema, []Entry{e})
 				out.Duplicates += dup
 				return err
 			})
@@ -98,6 +98,20 @@ func (p Projection) ApplyEntries(ctx context.Context, tx pgx.Tx, schema string, 
 	}
 	out.DeadLetters = len(dead)
 	return out, nil
+}
+
+// apply applies entries by the projection's kind: the timeline takes them
+// as they are, the policies take their decoded events. It returns how many
+// were duplicates the projection had already applied.
+func (p Projection) apply(ctx context.Context, tx DB, schema string, entries []Entry) (duplicates int, err error) {
+	if p.IsTimeline() {
+		return applyTimeline(ctx, tx, schema, entries)
+	}
+	records := make([]domain.Recorded, len(entries))
+	for i, e := range entries {
+		records[i] = e.Record
+	}
+	return p.Apply(ctx, tx, schema, records)
 }
 
 func inSavepoint(ctx context.Context, tx pgx.Tx, fn func(pgx.Tx) error) error {

@@ -1,15 +1,18 @@
 // Package projections keeps each task's completion history in Postgres under
-// the three policies. Each projection lives in a schema of its own: its
-// checkpoint (the last applied stream sequence), the dedup keys it has seen,
-// its completions and per-task state. Applying is a handful of batched
-// upserts that give the same result whatever the order or repetition of the
-// events; the checkpoint is written in the same transaction.
+// the three policies, and each task's timeline of stored events. Each
+// projection lives in a schema of its own: its checkpoint (the last applied
+// stream sequence) and its read model (for the policies also the dedup keys
+// seen and per-task state). Applying is a handful of batched upserts that
+// give the same result whatever the order or repetition of the events; the
+// checkpoint is written in the same transaction.
 //
 // The package knows neither HTTP nor NATS: it is given decoded events.
 package projections
 
 import (
 	"context"
+	"fmt"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -17,22 +20,32 @@ import (
 	"github.com/taskledger/taskledger/domain"
 )
 
-// Projection is one policy's read model.
+// Projection is one read model kept from the stream: a policy's completion
+// histories, or the timeline of events (Policy empty).
 type Projection struct {
 	Name   string // also the name of its live schema
 	Policy domain.Policy
 }
 
-// All lists the projections taskledger maintains, one per policy.
+// All lists the completion projections, one per policy.
 var All = []Projection{
 	{Name: "completions_all", Policy: domain.PolicyAll},
 	{Name: "completions_first", Policy: domain.PolicyFirst},
 	{Name: "completions_latest", Policy: domain.PolicyLatest},
 }
 
+// Timeline keeps every stored event of each task: the audit trail.
+var Timeline = Projection{Name: "timeline"}
+
+// Every lists every projection the consumers keep: All, then Timeline.
+var Every = append(slices.Clip(All), Timeline)
+
+// IsTimeline reports whether p is the timeline rather than a policy.
+func (p Projection) IsTimeline() bool { return p.Policy == "" }
+
 // ByName finds a projection by name.
 func ByName(name string) (Projection, bool) {
-	for _, p := range All {
+	for _, p := range Every {
 		if p.Name == name {
 			return p, true
 		}
@@ -48,6 +61,20 @@ func ForPolicy(p domain.Policy) Projection {
 		}
 	}
 	panic("projections: no projection for policy " + string(p))
+}
+
+// createSchema creates the projection's tables, empty, in schema.
+func (p Projection) createSchema(ctx context.Context, db DB, schema string) error {
+	var err error
+	if p.IsTimeline() {
+		_, err = db.Exec(ctx, "SELECT taskledger_create_timeline($1)", schema)
+	} else {
+		_, err = db.Exec(ctx, "SELECT taskledger_create_projection($1, $2)", schema, string(p.Policy))
+	}
+	if err != nil {
+		return fmt.Errorf("create schema %s: %w", schema, err)
+	}
+	return nil
 }
 
 // DB is what the package needs of a pool, connection or transaction.

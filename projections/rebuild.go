@@ -24,8 +24,8 @@ func (p Projection) PrepareShadow(ctx context.Context, db DB, targetSeq uint64) 
 	if _, err := db.Exec(ctx, "DROP SCHEMA IF EXISTS "+shadow+" CASCADE"); err != nil {
 		return fmt.Errorf("drop old shadow schema: %w", err)
 	}
-	if _, err := db.Exec(ctx, "SELECT taskledger_create_projection($1, $2)", p.ShadowSchema(), string(p.Policy)); err != nil {
-		return fmt.Errorf("create shadow schema: %w", err)
+	if err := p.createSchema(ctx, db, p.ShadowSchema()); err != nil {
+		return err
 	}
 	_, err := db.Exec(ctx, `INSERT INTO projection_rebuilds (projection, target_seq) VALUES ($1, $2)
 		ON CONFLICT (projection) DO UPDATE SET started_at = now(), updated_at = now(), applied_seq = 0,

@@ -288,7 +288,7 @@ func projectionLag(ctx context.Context, svc *service.Service) (uint64, error) {
 		return 0, err
 	}
 	var lag uint64
-	for _, p := range projections.All {
+	for _, p := range projections.Every {
 		cp, err := projections.Checkpoint(ctx, svc.Pool(), p.Name)
 		if err != nil {
 			return 0, err

@@ -73,7 +73,7 @@ func (r *running) waitProjected(t *testing.T) {
 			t.Fatal(err)
 		}
 		done := true
-		for _, p := range projections.All {
+		for _, p := range projections.Every {
 			if cp, err := projections.Checkpoint(ctx, r.svc.Pool(), p.Name); err != nil || cp < last {
 				done = false
 			}

@@ -75,8 +75,8 @@ func replay(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 }
 
 func projectionNames() string {
-	names := make([]string, len(projections.All))
-	for i, p := range projections.All {
+	names := make([]string, len(projections.Every))
+	for i, p := range projections.Every {
 		names[i] = p.Name
 	}
 	return strings.Join(names, ", ")

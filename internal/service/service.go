@@ -97,7 +97,7 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (_ *Servic
 	}
 	s.api = api.New(s.pool, s, s.startRebuild, cfg.AdminToken, log)
 	var names []string
-	for _, p := range projections.All {
+	for _, p := range projections.Every {
 		names = append(names, p.Name)
 	}
 	// A registry of its own, so that services sharing a process (tests)
@@ -113,7 +113,7 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (_ *Servic
 		Wait:     time.Second,
 		Linger:   5 * time.Millisecond,
 	}
-	for _, p := range projections.All {
+	for _, p := range projections.Every {
 		s.consumers = append(s.consumers, consumers.New(p, s.pool, s.js, consumers.Options{
 			ReadOptions:    read,
 			StandbyPoll:    time.Second,
