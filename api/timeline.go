@@ -2,7 +2,6 @@ package api
 
 import (
 	"encoding/base64"
-	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
@@ -13,9 +12,18 @@ import (
 	"github.com/taskledger/taskledger/projections"
 )
 
-// SignatureHeader is the stored header holding the signature check's
-// result; events stored without it show a null signature.
-const SignatureHeader = "Taskledger-Signature"
+// The stored headers that record the signature check at ingest: the
+// scheme, and which of the source's secrets verified it (by index).
+const (
+	signatureSchemeHeader = "Taskledger-Signature-Scheme"
+	signatureSecretHeader = "Taskledger-Signature-Secret"
+)
+
+// SignatureView is how an event's signature was checked at ingest.
+type SignatureView struct {
+	Scheme string `json:"scheme"`           // standard-webhooks, hmac-sha256 or none
+	Secret *int   `json:"secret,omitempty"` // index of the secret that verified it
+}
 
 // EventView is one stored event in the timeline and in search answers.
 // Body is the raw body as received; when it is not valid UTF-8, Body has
@@ -29,7 +37,7 @@ type EventView struct {
 	EventID    string              `json:"event_id,omitempty"`
 	ExternalID string              `json:"external_id,omitempty"`
 	ReceivedAt *time.Time          `json:"received_at"`
-	Signature  json.RawMessage     `json:"signature"`
+	Signature  *SignatureView      `json:"signature"` // null for events stored without a check
 	Headers    map[string][]string `json:"headers"`
 	Body       string              `json:"body"`
 	BodyBase64 string              `json:"body_base64,omitempty"`
@@ -38,7 +46,7 @@ type EventView struct {
 // ViewEvent renders e for the API.
 func ViewEvent(e projections.TimelineEvent) EventView {
 	v := EventView{StreamSeq: e.Seq, TaskID: e.TaskID, Event: e.Type, Source: e.Source, DedupKey: e.DedupKey,
-		EventID: e.EventID, ExternalID: e.ExternalID, Headers: e.Header, Signature: json.RawMessage("null")}
+		EventID: e.EventID, ExternalID: e.ExternalID, Headers: e.Header}
 	if v.Headers == nil {
 		v.Headers = map[string][]string{}
 	}
@@ -46,11 +54,12 @@ func ViewEvent(e projections.TimelineEvent) EventView {
 		at := e.ReceivedAt
 		v.ReceivedAt = &at
 	}
-	if sig := e.Header[SignatureHeader]; len(sig) > 0 {
-		if json.Valid([]byte(sig[0])) {
-			v.Signature = json.RawMessage(sig[0])
-		} else {
-			v.Signature, _ = json.Marshal(sig[0])
+	if scheme := e.Header[signatureSchemeHeader]; len(scheme) > 0 {
+		v.Signature = &SignatureView{Scheme: scheme[0]}
+		if secret := e.Header[signatureSecretHeader]; len(secret) > 0 {
+			if i, err := strconv.Atoi(secret[0]); err == nil {
+				v.Signature.Secret = &i
+			}
 		}
 	}
 	v.Body = string(e.Body)

@@ -341,7 +341,7 @@ func TestClusterFailoverUnderLoad(t *testing.T) {
 					return false
 				}
 			}
-			return len(body.Projections) == len(projections.All)
+			return len(body.Projections) == len(projections.Every)
 		})
 	}
 	pool := testenv.MigratedPool(t, cfg.DatabaseURL)
