@@ -8,15 +8,9 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/taskledger/taskledger/eventlog"
 	"github.com/taskledger/taskledger/internal/httpjson"
 	"github.com/taskledger/taskledger/projections"
-)
-
-// The stored headers that record the signature check at ingest: the
-// scheme, and which of the source's secrets verified it (by index).
-const (
-	signatureSchemeHeader = "Taskledger-Signature-Scheme"
-	signatureSecretHeader = "Taskledger-Signature-Secret"
 )
 
 // SignatureView is how an event's signature was checked at ingest.
@@ -54,9 +48,9 @@ func ViewEvent(e projections.TimelineEvent) EventView {
 		at := e.ReceivedAt
 		v.ReceivedAt = &at
 	}
-	if scheme := e.Header[signatureSchemeHeader]; len(scheme) > 0 {
+	if scheme := e.Header[eventlog.HeaderSignatureScheme]; len(scheme) > 0 {
 		v.Signature = &SignatureView{Scheme: scheme[0]}
-		if secret := e.Header[signatureSecretHeader]; len(secret) > 0 {
+		if secret := e.Header[eventlog.HeaderSignatureSecret]; len(secret) > 0 {
 			if i, err := strconv.Atoi(secret[0]); err == nil {
 				v.Signature.Secret = &i
 			}

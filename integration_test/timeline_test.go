@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"reflect"
 	"slices"
 	"strconv"
 	"testing"
@@ -93,7 +94,7 @@ func TestTimelineShowsEveryStoredEventOnceWithItsRawBody(t *testing.T) {
 	events := b.timeline(t, "audit", 50)
 	e := events[0]
 	if e.Event != "task.completed" || e.Source != "tallyfy" || e.DedupKey != first.DedupKey || e.EventID != "evt-1" ||
-		e.ExternalID != "prov-9" || e.TaskID != "audit" || e.Body != done || e.Signature != nil ||
+		e.ExternalID != "prov-9" || e.TaskID != "audit" || e.Body != done || !reflect.DeepEqual(e.Signature, map[string]any{"scheme": "none"}) ||
 		e.ReceivedAt == nil || time.Since(*e.ReceivedAt) > time.Hour {
 		t.Errorf("first event %+v", e)
 	}
@@ -184,5 +185,23 @@ func TestTimelineRebuildWhileEventsFlow(t *testing.T) {
 	slices.Sort(got)
 	if !slices.Equal(got, want) {
 		t.Errorf("after the rebuild the timelines hold %d events, want each of the %d stored once", len(got), len(want))
+	}
+}
+
+func TestTimelineShowsTheSignatureCheck(t *testing.T) {
+	t.Parallel()
+	b := setupSigned(t)
+	b.svc.Start()
+	body := completion("t-signed-timeline", "2024-01-15T10:30:00Z")
+	signed := b.post(t, "tallyfy", body, standardHeaders(t, oldSecret, "msg_tl", time.Now(), body)...)
+	unsigned := b.post(t, "probe", reopen("t-signed-timeline", "2024-01-16T10:30:00Z"))
+	if signed.Status != http.StatusAccepted || unsigned.Status != http.StatusAccepted {
+		t.Fatalf("posts: %+v %+v", signed, unsigned)
+	}
+	b.waitApplied(t, b.lastSeq(t))
+	events := b.timeline(t, "t-signed-timeline", 50)
+	want := []any{map[string]any{"scheme": "standard-webhooks", "secret": float64(1)}, map[string]any{"scheme": "none"}}
+	if len(events) != 2 || !reflect.DeepEqual([]any{events[0].Signature, events[1].Signature}, want) {
+		t.Errorf("timeline %+v, want signatures %v", events, want)
 	}
 }
