@@ -143,7 +143,7 @@ func (b *Rebuild) Run(ctx context.Context, report func(Progress)) error {
 			if err := b.proj.RestoreShadowIndexes(ctx, b.conn, b.deferredIndexes); err != nil {
 				return err
 			}
-			if err := b.swap(ctx, reader); err != nil {
+			if err := b.swap(ctx, reader, target); err != nil {
 				return err
 			}
 			report(Progress{Projection: b.proj.Name, Applied: b.applied, Target: max(target, b.applied), Started: b.started, Done: true})
@@ -152,24 +152,29 @@ func (b *Rebuild) Run(ctx context.Context, report func(Progress)) error {
 	}
 }
 
-// swap catches the shadow up to the live checkpoint and swaps it in, all in
-// one transaction that holds the live checkpoint lock, so the live consumer
-// pauses for its duration and no event is applied twice or missed.
-func (b *Rebuild) swap(ctx context.Context, reader *Reader) error {
+// swap catches the shadow up to the live checkpoint and to target (the
+// stream's end when the replay was within a batch of it), and swaps it in,
+// all in one transaction that holds the live checkpoint lock, so the live
+// consumer pauses for its duration and no event is applied twice or missed.
+func (b *Rebuild) swap(ctx context.Context, reader *Reader, target uint64) error {
 	err := pgx.BeginFunc(ctx, b.conn, func(tx pgx.Tx) error {
 		live, err := b.proj.LockLive(ctx, tx)
 		if err != nil {
 			return err
 		}
 		// The live side may have applied events read after our last look;
-		// an empty batch or two is the reader catching up.
-		for empty := 0; b.applied < live; {
+		// an empty batch or two is the reader catching up. Past the live
+		// checkpoint, an empty batch means the stream's end.
+		for empty := 0; b.applied < max(live, target); {
 			batch, err := reader.Next(ctx)
 			if err != nil {
 				return err
 			}
 			entries := batch.Entries
 			if len(entries) == 0 {
+				if b.applied >= live {
+					break
+				}
 				if empty++; empty == 3 {
 					return fmt.Errorf("the stream ends at %d, before the live checkpoint %d", b.applied, live)
 				}
