@@ -54,8 +54,8 @@ type Batch struct {
 // carries state: the checkpoint in Postgres is the only position.
 //
 // Reading overlaps applying: one batch is assembled and decoded while the
-// caller writes the previous one, and the library prefetches at most
-// MaxBytes behind that.
+// caller writes the previous one, and the library prefetches at most one
+// batch (MaxCount messages, MaxBytes) behind that.
 type Reader struct {
 	iter    jetstream.MessagesContext
 	batches chan Batch
@@ -77,7 +77,9 @@ func OpenReader(ctx context.Context, js jetstream.JetStream, opts ReadOptions, s
 	if err != nil {
 		return nil, fmt.Errorf("read stream %s from seq %d: %w", opts.Stream, startSeq, err)
 	}
-	iter, err := cons.Messages(jetstream.PullMaxBytes(max(opts.MaxBytes, 1<<20)))
+	// The library buffers at most one more batch, by count and by bytes (no
+	// less than the largest message NATS takes).
+	iter, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(opts.MaxCount, max(opts.MaxBytes, 1<<20)))
 	if err != nil {
 		return nil, fmt.Errorf("read stream %s from seq %d: %w", opts.Stream, startSeq, err)
 	}
