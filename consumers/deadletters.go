@@ -17,21 +17,26 @@ func RetryDeadLetter(ctx context.Context, db interface {
 	Begin(context.Context) (pgx.Tx, error)
 }, id int64) (resolved bool, reason string, err error) {
 	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-		d, err := projections.LockDeadLetter(ctx, tx, id)
+		d, err := projections.ReadDeadLetter(ctx, tx, id)
 		if err != nil {
 			return err
-		}
-		if d.ResolvedAt != nil {
-			resolved = true
-			return nil
 		}
 		proj, ok := projections.ByName(d.Projection)
 		if !ok {
 			return fmt.Errorf("dead letter %d belongs to unknown projection %q", id, d.Projection)
 		}
-		// Serialize with the projection's consumer and rebuild swap.
+		// Serialize with the projection's consumer and rebuild swap, taking
+		// the checkpoint first as they do: a swap's catch-up may write this
+		// very dead letter while holding the checkpoint.
 		if _, err := projections.LockCheckpoint(ctx, tx, proj.Name); err != nil {
 			return err
+		}
+		if d, err = projections.LockDeadLetter(ctx, tx, id); err != nil {
+			return err
+		}
+		if d.ResolvedAt != nil {
+			resolved = true
+			return nil
 		}
 		m := d.Message
 		dead, err := proj.ApplyEntries(ctx, tx, proj.Name, []projections.Entry{Entry(m.Seq, m.Subject, m.Header, m.Body)})

@@ -79,9 +79,18 @@ func DeadLetters(ctx context.Context, db DB, includeResolved bool, limit int) ([
 	return out, rows.Err()
 }
 
+// ReadDeadLetter reads dead letter id.
+func ReadDeadLetter(ctx context.Context, db DB, id int64) (DeadLetter, error) {
+	return readDeadLetter(ctx, db, id, "")
+}
+
 // LockDeadLetter reads dead letter id and locks it until tx ends.
 func LockDeadLetter(ctx context.Context, tx DB, id int64) (DeadLetter, error) {
-	d, err := scanDeadLetter(tx.QueryRow(ctx, `SELECT `+deadLetterColumns+` FROM dead_letters WHERE id = $1 FOR UPDATE`, id))
+	return readDeadLetter(ctx, tx, id, " FOR UPDATE")
+}
+
+func readDeadLetter(ctx context.Context, db DB, id int64, lock string) (DeadLetter, error) {
+	d, err := scanDeadLetter(db.QueryRow(ctx, `SELECT `+deadLetterColumns+` FROM dead_letters WHERE id = $1`+lock, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return d, fmt.Errorf("%w: %d", ErrNoDeadLetter, id)
 	}

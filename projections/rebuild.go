@@ -84,8 +84,13 @@ func (p Projection) RecordProgress(ctx context.Context, db DB, applied, target u
 	return err
 }
 
-// LockLive locks the live checkpoint, as every writer does first, and
-// returns it. A live schema that was dropped counts as checkpoint 0.
+// LockLive locks the live checkpoint table against every other session and
+// returns the checkpoint; a live schema that was dropped counts as
+// checkpoint 0. The swap that follows drops the old tables, which needs
+// them exclusively: taking the whole checkpoint table exclusively first,
+// rather than its row, means a live writer (whose first statement is
+// LockCheckpoint) queues before touching any of the projection's tables
+// and so never holds a lock the swap then waits for.
 func (p Projection) LockLive(ctx context.Context, tx DB) (uint64, error) {
 	var exists bool
 	if err := tx.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", table(p.Name, "checkpoint")).Scan(&exists); err != nil {
@@ -94,7 +99,10 @@ func (p Projection) LockLive(ctx context.Context, tx DB) (uint64, error) {
 	if !exists {
 		return 0, nil
 	}
-	return LockCheckpoint(ctx, tx, p.Name)
+	if _, err := tx.Exec(ctx, "LOCK TABLE "+table(p.Name, "checkpoint")+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+		return 0, fmt.Errorf("lock checkpoint table of %s: %w", p.Name, err)
+	}
+	return Checkpoint(ctx, tx, p.Name)
 }
 
 // SwapShadow makes the shadow schema live, in tx. The caller must hold the
