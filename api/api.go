@@ -23,10 +23,17 @@ import (
 	"github.com/taskledger/taskledger/projections"
 )
 
-// Stream tells where the event stream is, to compute lag.
+// StreamState is the event stream as the service reaches it.
+type StreamState struct {
+	Identity projections.StreamIdentity
+	LastSeq  uint64
+}
+
+// Stream tells which stream the service reaches and where it is, to
+// compute lag and tell a stream the projections do not follow.
 type Stream interface {
-	// StreamLastSeq is the stream's last sequence.
-	StreamLastSeq(ctx context.Context) (uint64, error)
+	// StreamState is the stream's identity and last sequence.
+	StreamState(ctx context.Context) (StreamState, error)
 	// StoredAt is when the first event at or after seq was stored.
 	StoredAt(ctx context.Context, seq uint64) (time.Time, error)
 }
@@ -124,21 +131,45 @@ type ProjectionView struct {
 	Policy        domain.Policy `json:"policy,omitempty"` // none for the timeline
 	Checkpoint    uint64        `json:"checkpoint"`
 	StreamLastSeq uint64        `json:"stream_last_seq"`
-	Lag           uint64        `json:"lag"`
-	LagSeconds    float64       `json:"lag_seconds"`  // age of the oldest unapplied event
-	DeadLetters   int           `json:"dead_letters"` // unresolved
-	State         string        `json:"state"`        // live or rebuilding
-	Rebuild       *RebuildView  `json:"rebuild,omitempty"`
+	Lag           *uint64       `json:"lag"`              // null when the checkpoint is not a position in this stream
+	LagSeconds    float64       `json:"lag_seconds"`      // age of the oldest unapplied event
+	DeadLetters   int           `json:"dead_letters"`     // unresolved
+	State         string        `json:"state"`            // live, rebuilding or stalled
+	Reason        string        `json:"reason,omitempty"` // why it is stalled
+	// Rebuild is the latest rebuild, if there was one.
+	Rebuild *RebuildView `json:"rebuild,omitempty"`
 }
 
-// RebuildView is a running rebuild's progress: applied of target stream
-// sequences into the shadow tables.
+// RebuildView is the latest rebuild's outcome (running, finished, failed,
+// or interrupted when its process died) and progress: applied of target
+// stream sequences into the shadow tables.
 type RebuildView struct {
-	AppliedSeq uint64    `json:"applied_seq"`
-	TargetSeq  uint64    `json:"target_seq"`
-	Percent    float64   `json:"percent"`
-	StartedAt  time.Time `json:"started_at"`
-	UpdatedAt  time.Time `json:"updated_at"`
+	Outcome    string     `json:"outcome"`
+	Error      string     `json:"error,omitempty"`
+	AppliedSeq uint64     `json:"applied_seq"`
+	TargetSeq  uint64     `json:"target_seq"`
+	Percent    float64    `json:"percent"`
+	StartedAt  time.Time  `json:"started_at"`
+	UpdatedAt  time.Time  `json:"updated_at"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	FailedAt   *time.Time `json:"failed_at,omitempty"`
+}
+
+func viewRebuild(rb projections.RebuildStatus) *RebuildView {
+	v := &RebuildView{Outcome: "interrupted", Error: rb.Error, AppliedSeq: rb.AppliedSeq, TargetSeq: rb.TargetSeq,
+		StartedAt: rb.StartedAt, UpdatedAt: rb.UpdatedAt, FinishedAt: rb.FinishedAt, FailedAt: rb.FailedAt, Percent: 100}
+	switch {
+	case rb.Running:
+		v.Outcome = "running"
+	case rb.FinishedAt != nil:
+		v.Outcome = "finished"
+	case rb.FailedAt != nil:
+		v.Outcome = "failed"
+	}
+	if rb.TargetSeq > 0 {
+		v.Percent = math.Round(1000*float64(min(rb.AppliedSeq, rb.TargetSeq))/float64(rb.TargetSeq)) / 10
+	}
+	return v
 }
 
 // errStreamPosition marks a failure to read the stream's position.
@@ -158,13 +189,17 @@ func (a *API) projectionStatus(w http.ResponseWriter, r *http.Request) {
 }
 
 // Projections reports every projection's position, as GET /v1/projections
-// answers it; the metrics read the same.
+// answers it; the metrics and /readyz read the same.
 func (a *API) Projections(ctx context.Context) ([]ProjectionView, error) {
-	last, err := a.stream.StreamLastSeq(ctx)
+	stream, err := a.stream.StreamState(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errStreamPosition, err)
 	}
-	rebuilds, err := projections.RunningRebuilds(ctx, a.pool, consumers.LockClassRebuild)
+	rebuilds, err := projections.Rebuilds(ctx, a.pool, consumers.LockClassRebuild)
+	if err != nil {
+		return nil, err
+	}
+	recorded, _, err := projections.RecordedStream(ctx, a.pool)
 	if err != nil {
 		return nil, err
 	}
@@ -178,21 +213,23 @@ func (a *API) Projections(ctx context.Context) ([]ProjectionView, error) {
 		if err != nil {
 			return nil, err
 		}
-		v := ProjectionView{Name: p.Name, Policy: p.Policy, Checkpoint: cp,
-			StreamLastSeq: last, Lag: last - min(cp, last), DeadLetters: dead[p.Name], State: "live"}
-		if v.Lag > 0 {
+		v := ProjectionView{Name: p.Name, Policy: p.Policy, Checkpoint: cp, StreamLastSeq: stream.LastSeq,
+			DeadLetters: dead[p.Name], State: "live"}
+		if mismatch := projections.CheckStream(recorded, stream.Identity, stream.LastSeq, cp); mismatch != nil {
+			v.State, v.Reason = "stalled", mismatch.Error()
+		} else if lag := stream.LastSeq - cp; lag > 0 {
 			oldest, err := a.stream.StoredAt(ctx, cp+1)
 			if err != nil {
 				return nil, fmt.Errorf("%w: %w", errStreamPosition, err)
 			}
-			v.LagSeconds = max(time.Since(oldest).Seconds(), 0)
+			v.Lag, v.LagSeconds = &lag, max(time.Since(oldest).Seconds(), 0)
+		} else {
+			v.Lag = &lag
 		}
 		if rb, ok := rebuilds[p.Name]; ok {
-			v.State = "rebuilding"
-			v.Rebuild = &RebuildView{AppliedSeq: rb.AppliedSeq, TargetSeq: rb.TargetSeq,
-				StartedAt: rb.StartedAt, UpdatedAt: rb.UpdatedAt, Percent: 100}
-			if rb.TargetSeq > 0 {
-				v.Rebuild.Percent = math.Round(1000*float64(rb.AppliedSeq)/float64(rb.TargetSeq)) / 10
+			v.Rebuild = viewRebuild(rb)
+			if rb.Running {
+				v.State = "rebuilding"
 			}
 		}
 		views = append(views, v)

@@ -93,6 +93,9 @@ func (c *Consumer) runActive(ctx context.Context, out *outage) error {
 	if err := c.waitForLock(ctx, conn); err != nil {
 		return err
 	}
+	if err := verifyStream(ctx, c.js, c.opts.Stream, conn); err != nil {
+		return err
+	}
 	c.active.Store(true)
 	defer c.active.Store(false)
 

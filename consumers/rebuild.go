@@ -55,12 +55,29 @@ type Rebuild struct {
 	// deferredIndexes are the shadow's secondary indexes, built once the
 	// replay has caught up rather than maintained row by row.
 	deferredIndexes []string
+	// adopting ignores the live checkpoint, which counts in another
+	// stream: see StartAdopting.
+	adopting bool
 }
 
 // Start takes the projection's rebuild lock and prepares an empty shadow
 // schema, dropping whatever an interrupted rebuild left. It returns
-// ErrRebuildRunning when another rebuild of the projection holds the lock.
-func (rb *Rebuilder) Start(ctx context.Context, proj projections.Projection) (_ *Rebuild, err error) {
+// ErrRebuildRunning when another rebuild of the projection holds the lock,
+// and a *projections.StreamMismatchError when the database follows another
+// stream.
+func (rb *Rebuilder) Start(ctx context.Context, proj projections.Projection) (*Rebuild, error) {
+	return rb.start(ctx, proj, false)
+}
+
+// StartAdopting is Start for a database that follows another stream than
+// the one rb reads: the rebuilt projection replaces the live one whatever
+// its checkpoint. Only for projections.AdoptCommand, with no live consumer
+// running.
+func (rb *Rebuilder) StartAdopting(ctx context.Context, proj projections.Projection) (*Rebuild, error) {
+	return rb.start(ctx, proj, true)
+}
+
+func (rb *Rebuilder) start(ctx context.Context, proj projections.Projection, adopting bool) (_ *Rebuild, err error) {
 	stream, err := rb.js.Stream(ctx, rb.opts.Stream)
 	if err != nil {
 		return nil, fmt.Errorf("open stream %s: %w", rb.opts.Stream, err)
@@ -85,6 +102,11 @@ func (rb *Rebuilder) Start(ctx context.Context, proj projections.Projection) (_ 
 	if !locked {
 		return nil, fmt.Errorf("%w: %s", ErrRebuildRunning, proj.Name)
 	}
+	if !adopting {
+		if err := projections.VerifyStream(ctx, conn, StreamIdentity(info), info.State.LastSeq); err != nil {
+			return nil, err
+		}
+	}
 	if err := proj.PrepareShadow(ctx, conn, info.State.LastSeq); err != nil {
 		return nil, err
 	}
@@ -92,18 +114,25 @@ func (rb *Rebuilder) Start(ctx context.Context, proj projections.Projection) (_ 
 	if err != nil {
 		return nil, err
 	}
-	return &Rebuild{rb: rb, proj: proj, conn: conn, stream: stream, started: time.Now(), deferredIndexes: deferred}, nil
+	return &Rebuild{rb: rb, proj: proj, conn: conn, stream: stream, started: time.Now(), deferredIndexes: deferred,
+		adopting: adopting}, nil
 }
 
 // Run replays the stream into the shadow schema, reporting progress after
 // every batch, and swaps it in once caught up. It releases the lock when it
-// returns. If it fails or ctx ends first, the live tables are untouched and
-// the next rebuild starts clean.
-func (b *Rebuild) Run(ctx context.Context, report func(Progress)) error {
+// returns. If it fails or ctx ends first, the live tables are untouched,
+// the failure is recorded for GET /v1/projections, and the next rebuild
+// starts clean.
+func (b *Rebuild) Run(ctx context.Context, report func(Progress)) (err error) {
 	defer func() {
+		ctx := context.WithoutCancel(ctx)
+		if err != nil {
+			if rerr := b.proj.RecordFailure(ctx, b.conn, err); rerr != nil {
+				b.rb.log.Warn().Err(rerr).Str("projection", b.proj.Name).Msg("could not record the rebuild's failure")
+			}
+		}
 		// Unlock explicitly: a closed connection's backend, and with it the
 		// lock, may outlive Close for a moment.
-		ctx := context.WithoutCancel(ctx)
 		_, _ = b.conn.Exec(ctx, "SELECT pg_advisory_unlock($1, hashtext($2))", LockClassRebuild, b.proj.Name)
 		b.conn.Close(ctx)
 	}()
@@ -161,6 +190,9 @@ func (b *Rebuild) swap(ctx context.Context, reader *Reader, target uint64) error
 		live, err := b.proj.LockLive(ctx, tx)
 		if err != nil {
 			return err
+		}
+		if b.adopting {
+			live = 0 // a position in the stream the database followed before
 		}
 		// The live side may have applied events read after our last look;
 		// an empty batch or two is the reader catching up. Past the live

@@ -29,7 +29,7 @@ func (p Projection) PrepareShadow(ctx context.Context, db DB, targetSeq uint64) 
 	}
 	_, err := db.Exec(ctx, `INSERT INTO projection_rebuilds (projection, target_seq) VALUES ($1, $2)
 		ON CONFLICT (projection) DO UPDATE SET started_at = now(), updated_at = now(), applied_seq = 0,
-			target_seq = excluded.target_seq, finished_at = NULL`, p.Name, int64(targetSeq))
+			target_seq = excluded.target_seq, finished_at = NULL, failed_at = NULL, error = NULL`, p.Name, int64(targetSeq))
 	if err != nil {
 		return fmt.Errorf("record rebuild start: %w", err)
 	}
@@ -84,6 +84,14 @@ func (p Projection) RecordProgress(ctx context.Context, db DB, applied, target u
 	return err
 }
 
+// RecordFailure notes that the rebuild of p failed with cause; the live
+// tables are as they were.
+func (p Projection) RecordFailure(ctx context.Context, db DB, cause error) error {
+	_, err := db.Exec(ctx, `UPDATE projection_rebuilds SET failed_at = now(), updated_at = now(), error = $2
+		WHERE projection = $1 AND finished_at IS NULL`, p.Name, cause.Error())
+	return err
+}
+
 // LockLive locks the live checkpoint table against every other session and
 // returns the checkpoint; a live schema that was dropped counts as
 // checkpoint 0. The swap that follows drops the old tables, which needs
@@ -93,11 +101,8 @@ func (p Projection) RecordProgress(ctx context.Context, db DB, applied, target u
 // and so never holds a lock the swap then waits for.
 func (p Projection) LockLive(ctx context.Context, tx DB) (uint64, error) {
 	var exists bool
-	if err := tx.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", table(p.Name, "checkpoint")).Scan(&exists); err != nil {
+	if err := tx.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", table(p.Name, "checkpoint")).Scan(&exists); err != nil || !exists {
 		return 0, err
-	}
-	if !exists {
-		return 0, nil
 	}
 	if _, err := tx.Exec(ctx, "LOCK TABLE "+table(p.Name, "checkpoint")+" IN ACCESS EXCLUSIVE MODE"); err != nil {
 		return 0, fmt.Errorf("lock checkpoint table of %s: %w", p.Name, err)
@@ -133,33 +138,41 @@ func (p Projection) SwapShadow(ctx context.Context, tx DB) error {
 	return err
 }
 
-// RebuildProgress is a running rebuild's position.
-type RebuildProgress struct {
+// RebuildStatus is the latest rebuild of a projection: running (its
+// process holds the rebuild lock), finished, failed with Error, or neither
+// (interrupted: its process died).
+type RebuildStatus struct {
 	Projection string
+	Running    bool
 	StartedAt  time.Time
 	UpdatedAt  time.Time
+	FinishedAt *time.Time
+	FailedAt   *time.Time
+	Error      string
 	AppliedSeq uint64
 	TargetSeq  uint64
 }
 
-// RunningRebuilds returns the rebuilds whose process still holds the
-// rebuild lock of class lockClass, by projection name.
-func RunningRebuilds(ctx context.Context, db DB, lockClass int) (map[string]RebuildProgress, error) {
-	rows, err := db.Query(ctx, `SELECT projection, started_at, updated_at, applied_seq, target_seq
-		FROM projection_rebuilds r
-		WHERE finished_at IS NULL AND EXISTS (SELECT 1 FROM pg_locks l
+// Rebuilds returns the latest rebuild of each projection that was ever
+// rebuilt, by name; running ones are those whose process holds the rebuild
+// lock of class lockClass.
+func Rebuilds(ctx context.Context, db DB, lockClass int) (map[string]RebuildStatus, error) {
+	rows, err := db.Query(ctx, `SELECT projection, started_at, updated_at, finished_at, failed_at, coalesce(error, ''),
+			applied_seq, target_seq, finished_at IS NULL AND failed_at IS NULL AND EXISTS (SELECT 1 FROM pg_locks l
 			WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
 			AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-			AND l.classid = $1::int::oid AND l.objid = hashtext(r.projection)::oid)`, lockClass)
+			AND l.classid = $1::int::oid AND l.objid = hashtext(r.projection)::oid)
+		FROM projection_rebuilds r`, lockClass)
 	if err != nil {
 		return nil, fmt.Errorf("read rebuild progress: %w", err)
 	}
 	defer rows.Close()
-	out := map[string]RebuildProgress{}
+	out := map[string]RebuildStatus{}
 	for rows.Next() {
-		var r RebuildProgress
+		var r RebuildStatus
 		var applied, target int64
-		if err := rows.Scan(&r.Projection, &r.StartedAt, &r.UpdatedAt, &applied, &target); err != nil {
+		if err := rows.Scan(&r.Projection, &r.StartedAt, &r.UpdatedAt, &r.FinishedAt, &r.FailedAt, &r.Error,
+			&applied, &target, &r.Running); err != nil {
 			return nil, err
 		}
 		r.AppliedSeq, r.TargetSeq = uint64(applied), uint64(target)

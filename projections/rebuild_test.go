@@ -60,7 +60,7 @@ func TestSwapWithALiveWriterWaitingDoesNotDeadlock(t *testing.T) {
 	}()
 	// Wait until the live writer is queued behind the swap.
 	for waiting := false; !waiting; {
-		if err := pool.QueryRow(ctx, "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1",
+		if err := pool.QueryRow(ctx, "SELECT coalesce(wait_event_type = 'Lock', false) FROM pg_stat_activity WHERE pid = $1",
 			writerPID).Scan(&waiting); err != nil {
 			t.Fatal(err)
 		}

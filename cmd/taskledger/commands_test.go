@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -212,6 +213,30 @@ func TestReplayCommand(t *testing.T) {
 	}
 	if _, err := r.cli("replay", "--projection", "nope"); err == nil || !strings.Contains(err.Error(), "usage") {
 		t.Errorf("unknown projection: %v", err)
+	}
+	if _, err := r.cli("replay", "--projection", "completions_first", "--adopt-stream"); err == nil || !strings.Contains(err.Error(), "usage") {
+		t.Errorf("a projection and --adopt-stream: %v", err)
+	}
+
+	// Pointed at another stream, replay refuses as serve does, naming both.
+	other := &testenv.Env{Stream: r.cfg.Stream + "_OTHER"}
+	_, js := testenv.ConnectURL(t, r.cfg.NATSURL)
+	other.DeleteStreamOnCleanup(t, js)
+	elsewhere := append(slices.Clone(r.flags), "-stream", other.Stream, "-subject-prefix", r.cfg.SubjectPrefix+"x")
+	err := run(context.Background(), append([]string{"replay", "--projection", "completions_first"}, elsewhere...), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), projections.AdoptCommand) ||
+		!strings.Contains(err.Error(), r.cfg.Stream+" created") || !strings.Contains(err.Error(), other.Stream+" created") {
+		t.Errorf("replay against another stream: %v", err)
+	}
+	// The remedy it names makes the database follow that stream.
+	if err := run(context.Background(), append([]string{"replay", "--adopt-stream"}, elsewhere...), io.Discard, io.Discard); err != nil {
+		t.Fatalf("replay --adopt-stream: %v", err)
+	}
+	if rows := testenv.Rows(t, r.svc.Pool(), "SELECT stream_name FROM stream_identity"); len(rows) != 1 || rows[0][0] != other.Stream {
+		t.Errorf("after adoption the database follows %v", rows)
+	}
+	if rows := testenv.Rows(t, r.svc.Pool(), "SELECT * FROM completions_first.completions"); len(rows) != 0 {
+		t.Errorf("after adopting an empty stream: %v", rows)
 	}
 }
 

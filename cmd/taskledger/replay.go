@@ -17,20 +17,26 @@ import (
 )
 
 // replay rebuilds one projection from the stream, blue/green, while any
-// running service keeps serving the live tables.
+// running service keeps serving the live tables; or, with --adopt-stream,
+// rebuilds every projection from a stream the database does not follow yet
+// and makes it follow that one.
 func replay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var name string
-	cmd := command{name: "replay", about: "Rebuilds a projection from the stream, blue/green, while the service keeps serving.",
+	var adopt bool
+	cmd := command{name: "replay", about: "Rebuilds a projection from the stream, blue/green, while the service keeps serving; " +
+		"with --adopt-stream, every projection from the stream configured, which the database then follows.",
 		settings: []string{"database-url", "nats-url", "data-dir", "embedded-nats-addr", "stream", "subject-prefix", "batch-size", "log-level"}}
 	cfg, positional, err := load(cmd, args, stdout, func(fs *flag.FlagSet) {
 		fs.StringVar(&name, "projection", "", "projection to rebuild: "+projectionNames())
+		fs.BoolVar(&adopt, "adopt-stream", false, "rebuild every projection from the stream this configuration "+
+			"reaches and make the database follow it (stop every taskledger serve on this database first)")
 	})
 	if err != nil {
 		return err
 	}
 	proj, ok := projections.ByName(name)
-	if !ok || len(positional) > 0 {
-		return fmt.Errorf("usage: taskledger replay --projection NAME (one of %s)", projectionNames())
+	if (ok == adopt) || len(positional) > 0 {
+		return fmt.Errorf("usage: taskledger replay --projection NAME (one of %s), or taskledger replay --adopt-stream", projectionNames())
 	}
 	log := newLogger(cfg.LogLevel, stderr)
 	var bar *progressLine
@@ -47,15 +53,15 @@ func replay(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("data directory %s holds no stream %s: run replay where `taskledger serve` keeps its data "+
 			"(TASKLEDGER_DATA_DIR, --data-dir), or while the service runs", cfg.DataDir, cfg.Stream)
 	}
-	svc, err := service.Open(ctx, cfg, log)
+	open := service.Open
+	if adopt {
+		open = service.OpenToAdopt
+	}
+	svc, err := open(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer svc.Close()
-	rb, err := svc.Rebuilder().Start(ctx, proj)
-	if err != nil {
-		return err
-	}
 	report := service.ProgressLogger(log, 5*time.Second)
 	if bar != nil {
 		report = func(p consumers.Progress) {
@@ -65,13 +71,23 @@ func replay(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			}
 		}
 	}
-	if err := rb.Run(ctx, report); err != nil {
-		if errors.Is(err, context.Canceled) {
-			return errors.New("replay interrupted; the live tables are untouched and the next replay starts clean")
-		}
+	if adopt {
+		err = svc.AdoptStream(ctx, report)
+	} else {
+		err = rebuild(ctx, svc, proj, report)
+	}
+	if errors.Is(err, context.Canceled) {
+		return errors.New("replay interrupted; the live tables are untouched and the next replay starts clean")
+	}
+	return err
+}
+
+func rebuild(ctx context.Context, svc *service.Service, proj projections.Projection, report func(consumers.Progress)) error {
+	rb, err := svc.Rebuilder().Start(ctx, proj)
+	if err != nil {
 		return err
 	}
-	return nil
+	return rb.Run(ctx, report)
 }
 
 func projectionNames() string {

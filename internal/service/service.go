@@ -61,9 +61,21 @@ type Service struct {
 const batchBytes = 4 << 20
 
 // Open connects to (or starts) NATS, declares the stream, opens the
-// database, applies migrations and builds the HTTP handler. Every failure
-// says what to do about it.
-func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (_ *Service, err error) {
+// database, applies migrations, checks that the database follows this very
+// stream and builds the HTTP handler. Every failure says what to do about
+// it; a database that follows another stream is a
+// *projections.StreamMismatchError.
+func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Service, error) {
+	return open(ctx, cfg, log, true)
+}
+
+// OpenToAdopt is Open for a database that may follow another stream: use it
+// only to rebuild every projection with AdoptStream.
+func OpenToAdopt(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Service, error) {
+	return open(ctx, cfg, log, false)
+}
+
+func open(ctx context.Context, cfg config.Config, log zerolog.Logger, verifyStream bool) (_ *Service, err error) {
 	sourceSet, err := cfg.SourceSet()
 	if err != nil {
 		return nil, err
@@ -94,6 +106,11 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (_ *Servic
 	}
 	if err := migrate(ctx, s.pool, log); err != nil {
 		return nil, err
+	}
+	if verifyStream {
+		if err := s.verifyStream(ctx); err != nil {
+			return nil, err
+		}
 	}
 	s.api = api.New(s.pool, s, s.startRebuild, cfg.AdminToken, log)
 	var names []string
@@ -279,9 +296,14 @@ func (s *Service) projectionStatus(ctx context.Context) ([]metrics.ProjectionSta
 	}
 	out := make([]metrics.ProjectionStatus, 0, len(views))
 	for _, v := range views {
-		st := metrics.ProjectionStatus{Name: v.Name, Checkpoint: v.Checkpoint, LagEvents: v.Lag,
+		// A stalled projection has applied none of this stream's events.
+		lag := v.StreamLastSeq
+		if v.Lag != nil {
+			lag = *v.Lag
+		}
+		st := metrics.ProjectionStatus{Name: v.Name, Checkpoint: v.Checkpoint, LagEvents: lag,
 			LagSeconds: v.LagSeconds, DeadLetters: v.DeadLetters}
-		if rb := v.Rebuild; rb != nil {
+		if rb := v.Rebuild; rb != nil && rb.Outcome == "running" {
 			st.RebuildRatio = 1
 			if rb.TargetSeq > 0 {
 				st.RebuildRatio = float64(rb.AppliedSeq) / float64(rb.TargetSeq)
@@ -297,15 +319,17 @@ func (s *Service) projectionStatus(ctx context.Context) ([]metrics.ProjectionSta
 func (s *Service) ready(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	checks := map[string]string{"nats": "ok", "postgres": "ok", "migrations": "ok"}
-	if _, err := s.stream.Info(ctx); err != nil {
-		checks["nats"] = err.Error()
+	checks := map[string]string{"nats": "ok", "postgres": "ok", "migrations": "ok", "stream": "ok"}
+	if _, err := s.StreamState(ctx); err != nil {
+		checks["nats"], checks["stream"] = err.Error(), "unknown"
 	}
 	if version, dirty, err := migrations.Version(ctx, s.pool); err != nil {
 		checks["postgres"] = err.Error()
-		checks["migrations"] = "unknown"
+		checks["migrations"], checks["stream"] = "unknown", "unknown"
 	} else if dirty || version != migrations.Latest() {
 		checks["migrations"] = fmt.Sprintf("at version %d (dirty=%v), want %d", version, dirty, migrations.Latest())
+	} else if checks["stream"] == "ok" {
+		checks["stream"] = s.streamCheck(ctx)
 	}
 	status := http.StatusOK
 	for _, v := range checks {
@@ -316,16 +340,72 @@ func (s *Service) ready(w http.ResponseWriter, r *http.Request) {
 	httpjson.Write(w, status, checks)
 }
 
+// streamCheck is "ok" when every projection follows the stream this
+// service reaches, else why not.
+func (s *Service) streamCheck(ctx context.Context) string {
+	views, err := s.api.Projections(ctx)
+	if err != nil {
+		return err.Error()
+	}
+	for _, v := range views {
+		if v.State == "stalled" {
+			return v.Name + ": " + v.Reason
+		}
+	}
+	return "ok"
+}
+
 // JetStream is the service's JetStream handle.
 func (s *Service) JetStream() jetstream.JetStream { return s.js }
 
 // StreamLastSeq is the event stream's last sequence.
 func (s *Service) StreamLastSeq(ctx context.Context) (uint64, error) {
+	st, err := s.StreamState(ctx)
+	return st.LastSeq, err
+}
+
+// StreamState is the event stream's identity and last sequence.
+func (s *Service) StreamState(ctx context.Context) (api.StreamState, error) {
 	info, err := s.stream.Info(ctx)
 	if err != nil {
-		return 0, err
+		return api.StreamState{}, err
 	}
-	return info.State.LastSeq, nil
+	return api.StreamState{Identity: consumers.StreamIdentity(info), LastSeq: info.State.LastSeq}, nil
+}
+
+// verifyStream checks that the database follows the stream this service
+// reaches, recording it on first start.
+func (s *Service) verifyStream(ctx context.Context) error {
+	st, err := s.StreamState(ctx)
+	if err != nil {
+		return fmt.Errorf("read stream %s: %w", s.cfg.Stream, err)
+	}
+	return projections.VerifyStream(ctx, s.pool, st.Identity, st.LastSeq)
+}
+
+// AdoptStream rebuilds every projection from the stream this service
+// reaches, whatever stream the database followed, and then records that
+// stream as the one the database follows. Run it with the service's
+// consumers stopped (see OpenToAdopt); report sees each rebuild's progress.
+func (s *Service) AdoptStream(ctx context.Context, report func(consumers.Progress)) error {
+	st, err := s.StreamState(ctx)
+	if err != nil {
+		return fmt.Errorf("read stream %s: %w", s.cfg.Stream, err)
+	}
+	for _, p := range projections.All {
+		rb, err := s.rebuilder.StartAdopting(ctx, p)
+		if err != nil {
+			return err
+		}
+		if err := rb.Run(ctx, report); err != nil {
+			return err
+		}
+	}
+	if err := projections.AdoptStream(ctx, s.pool, st.Identity); err != nil {
+		return err
+	}
+	s.log.Info().Str("stream", st.Identity.String()).Msg("the database now follows this stream")
+	return nil
 }
 
 // StoredAt is when the first event at or after seq was stored.

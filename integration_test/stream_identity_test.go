@@ -1,0 +1,228 @@
+package integration_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/taskledger/taskledger/eventlog"
+	"github.com/taskledger/taskledger/internal/config"
+	"github.com/taskledger/taskledger/internal/service"
+	"github.com/taskledger/taskledger/internal/testenv"
+	"github.com/taskledger/taskledger/projections"
+)
+
+// embeddedConfig is a configuration running its own embedded NATS server
+// storing under dataDir, on database databaseURL.
+func embeddedConfig(t *testing.T, databaseURL, dataDir string) config.Config {
+	cfg := config.Default()
+	cfg.DatabaseURL, cfg.DataDir, cfg.EmbeddedNATSAddr, cfg.NATSSync = databaseURL, dataDir, "", "1m"
+	cfg.HTTPAddr = "127.0.0.1:0"
+	return cfg
+}
+
+// openMismatched opens a service with cfg, which must be refused because the
+// database follows another stream; it returns the refusal.
+func openMismatched(t *testing.T, cfg config.Config) *projections.StreamMismatchError {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	svc, err := service.Open(ctx, cfg, testLogger(t))
+	if err == nil {
+		svc.Close()
+		t.Fatal("the service started on a database that follows another stream")
+	}
+	var mismatch *projections.StreamMismatchError
+	if !errors.As(err, &mismatch) {
+		t.Fatalf("refused with %v, want a stream mismatch", err)
+	}
+	for _, want := range []string{mismatch.Recorded.String(), mismatch.Current.String(), projections.AdoptCommand, "TASKLEDGER_NATS_URL"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("refusal %q does not say %q", err, want)
+		}
+	}
+	return mismatch
+}
+
+// runEmbedded opens a service with cfg, ingests completions of task and
+// waits until they are projected; it returns the closed service's last seq.
+func runEmbedded(t *testing.T, cfg config.Config, task string, times ...string) {
+	t.Helper()
+	svc, url := openService(t, cfg)
+	svc.Start()
+	b := &bundle{cfg: cfg, svc: svc, url: url}
+	var last uint64
+	for _, at := range times {
+		last = b.accept(t, completion(task, at))
+	}
+	b.waitApplied(t, last)
+	svc.Close()
+}
+
+func TestWipedDataDirIsRefusedUntilAdopted(t *testing.T) {
+	t.Parallel()
+	db, dir := testenv.NewDatabase(t), t.TempDir()
+	cfg := embeddedConfig(t, db, dir)
+	runEmbedded(t, cfg, "wiped", "2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z", "2024-01-03T00:00:00Z")
+
+	if err := os.RemoveAll(dir); err != nil { // what `make clean` does
+		t.Fatal(err)
+	}
+	mismatch := openMismatched(t, cfg)
+	if mismatch.Checkpoint != 3 || mismatch.LastSeq != 0 || mismatch.Recorded.Name != cfg.Stream ||
+		mismatch.Recorded.Created.Equal(mismatch.Current.Created) {
+		t.Errorf("mismatch %+v", mismatch)
+	}
+	// The documented remedy: rebuild every projection from this stream.
+	ctx := context.Background()
+	adopter, err := service.OpenToAdopt(ctx, cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := adopter.AdoptStream(ctx, service.ProgressLogger(testLogger(t), time.Second)); err != nil {
+		t.Fatalf("adopt: %v", err)
+	}
+	adopter.Close()
+
+	svc, url := openService(t, cfg)
+	svc.Start()
+	b := &bundle{cfg: cfg, svc: svc, url: url}
+	if r := b.post(t, "s", completion("fresh", "2025-01-01T00:00:00Z")); r.StreamSeq != 1 {
+		t.Fatalf("first event in the new stream: %+v", r)
+	}
+	b.waitApplied(t, 1)
+	if got := completionTimes(b.history(t, "fresh", "all")); len(got) != 1 {
+		t.Errorf("new stream's event: %v", got)
+	}
+	if r := b.get(t, "/v1/tasks/wiped/completions"); r.Status != http.StatusNotFound {
+		t.Errorf("the old stream's task after adoption: %d, want 404", r.Status)
+	}
+}
+
+func TestAnotherStreamNameIsRefused(t *testing.T) {
+	t.Parallel()
+	b := setupRunning(t, nil)
+	b.waitApplied(t, b.accept(t, completion("named", "2024-01-01T00:00:00Z")))
+
+	other := b.cfg
+	other.Stream = b.cfg.Stream + "_OTHER"
+	other.SubjectPrefix = b.cfg.SubjectPrefix + "x"
+	_, js := testenv.ConnectURL(t, other.NATSURL)
+	(&testenv.Env{Stream: other.Stream}).DeleteStreamOnCleanup(t, js)
+	mismatch := openMismatched(t, other)
+	if mismatch.Recorded.Name != b.cfg.Stream || mismatch.Current.Name != other.Stream {
+		t.Errorf("mismatch names %q and %q", mismatch.Recorded.Name, mismatch.Current.Name)
+	}
+	// The service on the right stream is unaffected.
+	b.waitApplied(t, b.accept(t, completion("named", "2024-01-02T00:00:00Z")))
+}
+
+func TestSecondInstanceWithItsOwnEmbeddedServerIsRefused(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDatabase(t)
+	first := embeddedConfig(t, db, t.TempDir())
+	svc, url := openService(t, first)
+	svc.Start()
+	b := &bundle{cfg: first, svc: svc, url: url}
+	b.waitApplied(t, b.accept(t, completion("twin", "2024-01-01T00:00:00Z")))
+
+	second := embeddedConfig(t, db, t.TempDir())
+	second.Stream = first.Stream
+	mismatch := openMismatched(t, second)
+	if mismatch.Recorded.Name != mismatch.Current.Name || mismatch.Current.Created.Equal(mismatch.Recorded.Created) {
+		t.Errorf("mismatch %+v", mismatch)
+	}
+	b.waitApplied(t, b.accept(t, completion("twin", "2024-01-02T00:00:00Z")))
+}
+
+func TestStreamResetUnderARunningServiceStallsAndIsNotReady(t *testing.T) {
+	t.Parallel()
+	b := setupRunning(t, nil)
+	for _, at := range []string{"2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z"} {
+		b.accept(t, completion("reset", at))
+	}
+	b.waitApplied(t, 2)
+	if status := getStatus(t, b.url+"/readyz"); status != http.StatusOK {
+		t.Fatalf("readyz before the reset: %d", status)
+	}
+
+	// A checkpoint ahead of the stream is never lag 0.
+	if _, err := b.svc.Pool().Exec(context.Background(), "UPDATE completions_first.checkpoint SET last_seq = 10"); err != nil {
+		t.Fatal(err)
+	}
+	first := b.projectionView(t, "completions_first")
+	if first.State != "stalled" || first.Lag != nil || !strings.Contains(first.Reason, "reach sequence 10") {
+		t.Errorf("checkpoint ahead of the stream: %+v", first)
+	}
+	if status := getStatus(t, b.url+"/readyz"); status != http.StatusServiceUnavailable {
+		t.Errorf("readyz with a checkpoint ahead of the stream: %d, want 503", status)
+	}
+	if _, err := b.svc.Pool().Exec(context.Background(), "UPDATE completions_first.checkpoint SET last_seq = 2"); err != nil {
+		t.Fatal(err)
+	}
+
+	// The stream is deleted and created again under the running service.
+	ctx := context.Background()
+	if err := b.js.DeleteStream(ctx, b.stream); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := eventlog.EnsureStream(ctx, b.js, eventlog.StreamConfig{Name: b.stream, SubjectPrefix: b.cfg.SubjectPrefix,
+		DuplicateWindow: b.cfg.DuplicateWindow}); err != nil {
+		t.Fatal(err)
+	}
+	if ack, err := b.js.Publish(ctx, b.cfg.SubjectPrefix+".s", []byte(completion("reset", "2024-01-03T00:00:00Z"))); err != nil || ack.Sequence != 1 {
+		t.Fatalf("publish into the new stream: %v, %v", ack, err)
+	}
+	for _, p := range projections.All {
+		v := b.projectionView(t, p.Name)
+		if v.State != "stalled" || v.Lag != nil || !strings.Contains(v.Reason, "the database follows stream") {
+			t.Errorf("%s after the reset: %+v", p.Name, v)
+		}
+	}
+	if status := getStatus(t, b.url+"/readyz"); status != http.StatusServiceUnavailable {
+		t.Errorf("readyz after the reset: %d, want 503", status)
+	}
+	// The consumers stop, and apply nothing from the new stream.
+	eventually(t, "the consumers to stop", func() bool {
+		return slices.Max(activeReplicas(t, b.svc)) == 0
+	})
+	if got := completionTimes(b.history(t, "reset", "all")); len(got) != 2 {
+		t.Errorf("after the reset the projection holds %v, want the two old completions only", got)
+	}
+}
+
+// projectionView reads one projection from GET /v1/projections.
+func (b *bundle) projectionView(t *testing.T, name string) projectionDetail {
+	t.Helper()
+	var body struct {
+		Projections []projectionDetail `json:"projections"`
+	}
+	getJSON(t, b.url+"/v1/projections", &body)
+	for _, p := range body.Projections {
+		if p.Name == name {
+			return p
+		}
+	}
+	t.Fatalf("projection %s not listed", name)
+	return projectionDetail{}
+}
+
+// projectionDetail is a projection's status with its reason and latest
+// rebuild.
+type projectionDetail struct {
+	Name    string  `json:"name"`
+	Lag     *uint64 `json:"lag"`
+	State   string  `json:"state"`
+	Reason  string  `json:"reason"`
+	Rebuild *struct {
+		Outcome    string     `json:"outcome"`
+		Error      string     `json:"error"`
+		FinishedAt *time.Time `json:"finished_at"`
+		FailedAt   *time.Time `json:"failed_at"`
+	} `json:"rebuild"`
+}

@@ -1,0 +1,144 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// StreamIdentity names one incarnation of the event stream: the same name
+// with another creation time is another stream (a wiped data directory, a
+// new server), and checkpoints taken in one mean nothing in the other.
+type StreamIdentity struct {
+	Name    string
+	Created time.Time
+}
+
+func (id StreamIdentity) String() string {
+	return fmt.Sprintf("%s created %s", id.Name, id.Created.UTC().Format(time.RFC3339Nano))
+}
+
+// same compares at the microsecond, the precision Postgres keeps.
+func (id StreamIdentity) same(other StreamIdentity) bool {
+	return id.Name == other.Name && id.Created.Truncate(time.Microsecond).Equal(other.Created.Truncate(time.Microsecond))
+}
+
+// AdoptCommand is the command that rebuilds every projection from the
+// stream the service reaches and makes the database follow it.
+const AdoptCommand = "taskledger replay --adopt-stream"
+
+// StreamMismatchError says the database follows another stream than the one
+// the service reaches, or that its checkpoints are ahead of that stream.
+type StreamMismatchError struct {
+	Recorded   StreamIdentity // zero when nothing was recorded
+	Current    StreamIdentity
+	LastSeq    uint64 // the current stream's last sequence
+	Checkpoint uint64 // the highest projection checkpoint
+}
+
+func (e *StreamMismatchError) Error() string {
+	var what string
+	if e.Recorded.Name == "" || e.Recorded.same(e.Current) {
+		what = fmt.Sprintf("the projections' checkpoints reach sequence %d but stream %s ends at %d: the stream was reset or replaced",
+			e.Checkpoint, e.Current, e.LastSeq)
+	} else {
+		what = fmt.Sprintf("the database follows stream %s (checkpoints up to %d), but the stream here is %s (last sequence %d): "+
+			"a wiped data directory, another NATS server or another stream name",
+			e.Recorded, e.Checkpoint, e.Current, e.LastSeq)
+	}
+	return what + ". Either point taskledger at the stream the database follows (TASKLEDGER_NATS_URL, " +
+		"TASKLEDGER_DATA_DIR, TASKLEDGER_STREAM), or rebuild every projection from this stream and make the " +
+		"database follow it: " + AdoptCommand
+}
+
+// RecordedStream returns the stream the database follows; ok is false when
+// none is recorded yet.
+func RecordedStream(ctx context.Context, db DB) (id StreamIdentity, ok bool, err error) {
+	err = db.QueryRow(ctx, "SELECT stream_name, stream_created FROM stream_identity").Scan(&id.Name, &id.Created)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return id, false, nil
+	}
+	if err != nil {
+		return id, false, fmt.Errorf("read the stream the database follows: %w", err)
+	}
+	return id, true, nil
+}
+
+// VerifyStream checks that the database follows current, whose last
+// sequence is lastSeq, and that no checkpoint is ahead of it. The first
+// service to start on a database records current, unless the checkpoints
+// already run ahead of it. It returns a *StreamMismatchError otherwise.
+func VerifyStream(ctx context.Context, db DB, current StreamIdentity, lastSeq uint64) error {
+	checkpoint, err := highestCheckpoint(ctx, db)
+	if err != nil {
+		return err
+	}
+	recorded, ok, err := RecordedStream(ctx, db)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		if checkpoint > lastSeq {
+			return &StreamMismatchError{Current: current, LastSeq: lastSeq, Checkpoint: checkpoint}
+		}
+		if _, err := db.Exec(ctx, `INSERT INTO stream_identity (stream_name, stream_created) VALUES ($1, $2)
+			ON CONFLICT DO NOTHING`, current.Name, current.Created); err != nil {
+			return fmt.Errorf("record the stream the database follows: %w", err)
+		}
+		// Another replica may have recorded another stream meanwhile.
+		if recorded, _, err = RecordedStream(ctx, db); err != nil {
+			return err
+		}
+	}
+	if mismatch := CheckStream(recorded, current, lastSeq, checkpoint); mismatch != nil {
+		return mismatch
+	}
+	return nil
+}
+
+// CheckStream compares the stream the database follows, recorded (zero if
+// none is), with current, whose last sequence is lastSeq, for a projection
+// at checkpoint. It returns nil when they agree.
+func CheckStream(recorded, current StreamIdentity, lastSeq, checkpoint uint64) *StreamMismatchError {
+	if (recorded.Name != "" && !recorded.same(current)) || checkpoint > lastSeq {
+		return &StreamMismatchError{Recorded: recorded, Current: current, LastSeq: lastSeq, Checkpoint: checkpoint}
+	}
+	return nil
+}
+
+// AdoptStream makes the database follow id. Call it only once every
+// projection has been rebuilt from that stream.
+func AdoptStream(ctx context.Context, db DB, id StreamIdentity) error {
+	_, err := db.Exec(ctx, `INSERT INTO stream_identity (stream_name, stream_created) VALUES ($1, $2)
+		ON CONFLICT (singleton) DO UPDATE SET stream_name = excluded.stream_name,
+			stream_created = excluded.stream_created, recorded_at = now()`, id.Name, id.Created)
+	if err != nil {
+		return fmt.Errorf("record the adopted stream: %w", err)
+	}
+	return nil
+}
+
+// highestCheckpoint is the furthest any live projection has applied.
+func highestCheckpoint(ctx context.Context, db DB) (uint64, error) {
+	var highest uint64
+	for _, p := range All {
+		cp, err := liveCheckpoint(ctx, db, p)
+		if err != nil {
+			return 0, err
+		}
+		highest = max(highest, cp)
+	}
+	return highest, nil
+}
+
+// liveCheckpoint reads p's checkpoint; a dropped live schema counts as 0.
+func liveCheckpoint(ctx context.Context, db DB, p Projection) (uint64, error) {
+	var exists bool
+	if err := db.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", table(p.Name, "checkpoint")).Scan(&exists); err != nil || !exists {
+		return 0, err
+	}
+	return Checkpoint(ctx, db, p.Name)
+}
