@@ -93,7 +93,8 @@ func (c *Consumer) runActive(ctx context.Context, out *outage) error {
 	if err := c.waitForLock(ctx, conn); err != nil {
 		return err
 	}
-	if err := verifyStream(ctx, c.js, c.opts.Stream, conn); err != nil {
+	guard, err := guardStream(ctx, c.js, c.opts.Stream, conn)
+	if err != nil {
 		return err
 	}
 	c.active.Store(true)
@@ -121,6 +122,10 @@ func (c *Consumer) runActive(ctx context.Context, out *outage) error {
 		}
 		batch, err := reader.Next(ctx)
 		if err != nil {
+			return err
+		}
+		// Also when idle (an empty batch), so a reset stream shows soon.
+		if err := guard.check(ctx); err != nil {
 			return err
 		}
 		if len(batch.Entries) == 0 {

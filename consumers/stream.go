@@ -15,17 +15,41 @@ func StreamIdentity(info *jetstream.StreamInfo) projections.StreamIdentity {
 	return projections.StreamIdentity{Name: info.Config.Name, Created: info.Created}
 }
 
-// verifyStream checks that the database behind db follows the stream named
-// name as js reaches it now: a consumer or rebuild must never apply one
-// stream's events on top of another's checkpoints.
-func verifyStream(ctx context.Context, js jetstream.JetStream, name string, db projections.DB) error {
+// streamGuard keeps a consumer on the stream incarnation its database
+// follows. A stream deleted and created again under a running consumer
+// would otherwise go on delivering from the checkpoint: the new
+// incarnation's events at positions that meant other events.
+type streamGuard struct {
+	stream   jetstream.Stream
+	identity projections.StreamIdentity
+}
+
+// guardStream checks that the database behind db follows the stream named
+// name as js reaches it now, and returns a guard for it.
+func guardStream(ctx context.Context, js jetstream.JetStream, name string, db projections.DB) (*streamGuard, error) {
 	stream, err := js.Stream(ctx, name)
 	if err != nil {
-		return fmt.Errorf("open stream %s: %w", name, err)
+		return nil, fmt.Errorf("open stream %s: %w", name, err)
 	}
 	info, err := stream.Info(ctx)
 	if err != nil {
-		return fmt.Errorf("read stream %s: %w", name, err)
+		return nil, fmt.Errorf("read stream %s: %w", name, err)
 	}
-	return projections.VerifyStream(ctx, db, StreamIdentity(info), info.State.LastSeq)
+	if err := projections.VerifyStream(ctx, db, StreamIdentity(info), info.State.LastSeq); err != nil {
+		return nil, err
+	}
+	return &streamGuard{stream: stream, identity: StreamIdentity(info)}, nil
+}
+
+// check fails if the stream is no longer the incarnation guarded: call it
+// before applying what was read.
+func (g *streamGuard) check(ctx context.Context) error {
+	info, err := g.stream.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("read stream %s: %w", g.identity.Name, err)
+	}
+	if now := StreamIdentity(info); now != g.identity {
+		return fmt.Errorf("stream %s was replaced by %s under the consumer", g.identity, now)
+	}
+	return nil
 }

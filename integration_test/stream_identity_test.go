@@ -175,8 +175,11 @@ func TestStreamResetUnderARunningServiceStallsAndIsNotReady(t *testing.T) {
 		DuplicateWindow: b.cfg.DuplicateWindow}); err != nil {
 		t.Fatal(err)
 	}
-	if ack, err := b.js.Publish(ctx, b.cfg.SubjectPrefix+".s", []byte(completion("reset", "2024-01-03T00:00:00Z"))); err != nil || ack.Sequence != 1 {
-		t.Fatalf("publish into the new stream: %v, %v", ack, err)
+	// Enough events that the new stream reaches past the old checkpoint.
+	for i, at := range []string{"2024-01-03T00:00:00Z", "2024-01-04T00:00:00Z", "2024-01-05T00:00:00Z"} {
+		if ack, err := b.js.Publish(ctx, b.cfg.SubjectPrefix+".s", []byte(completion("reset", at))); err != nil || ack.Sequence != uint64(i+1) {
+			t.Fatalf("publish into the new stream: %v, %v", ack, err)
+		}
 	}
 	for _, p := range projections.All {
 		v := b.projectionView(t, p.Name)
