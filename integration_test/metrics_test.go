@@ -100,6 +100,7 @@ type projectionMetricsView struct {
 	DeadLetters int     `json:"dead_letters"`
 	State       string  `json:"state"`
 	Rebuild     *struct {
+		Outcome    string  `json:"outcome"`
 		AppliedSeq uint64  `json:"applied_seq"`
 		TargetSeq  uint64  `json:"target_seq"`
 		Percent    float64 `json:"percent"`
@@ -126,7 +127,7 @@ func checkGaugesMatchAPI(t *testing.T, views []projectionMetricsView, s scrape) 
 	for _, v := range views {
 		p := []string{"projection", v.Name}
 		ratio := 0.0
-		if v.Rebuild != nil {
+		if v.Rebuild != nil && v.Rebuild.Outcome == "running" {
 			ratio = float64(v.Rebuild.AppliedSeq) / float64(v.Rebuild.TargetSeq)
 		}
 		for _, c := range []struct {
