@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -21,8 +22,8 @@ import (
 // storing under dataDir, on database databaseURL.
 func embeddedConfig(t *testing.T, databaseURL, dataDir string) config.Config {
 	cfg := config.Default()
-	cfg.DatabaseURL, cfg.DataDir, cfg.EmbeddedNATSAddr, cfg.NATSSync = databaseURL, dataDir, "", "1m"
-	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.DatabaseURL, cfg.DataDir, cfg.EmbeddedNATSAddr = databaseURL, dataDir, netip.AddrPort{}
+	cfg.NATSSync, cfg.HTTPAddr = config.SyncPolicy{Interval: time.Minute}, "127.0.0.1:0"
 	return cfg
 }
 
