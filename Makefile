@@ -38,7 +38,7 @@ migrate: ## apply the embedded migrations to TASKLEDGER_DATABASE_URL
 	$(GO) run ./cmd/taskledger migrate up
 
 db: ## start Postgres and NATS with Docker Compose (for machines without them)
-	docker compose up -d postgres nats
+	docker compose up -d --wait postgres nats
 
 clean: ## remove build output and the embedded server's data
 	rm -rf bin data

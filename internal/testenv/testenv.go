@@ -172,8 +172,16 @@ func dockerAnswers(ctx context.Context) bool {
 	return provider.Health(ctx) == nil
 }
 
+// The images the containers run: the versions the suite passes against
+// without Docker (the local Postgres 15 and the in-process nats-server),
+// and the ones docker-compose.yml pins.
+const (
+	PostgresImage = "postgres:15.20-alpine"
+	NATSImage     = "nats:2.15.2-alpine"
+)
+
 func startPostgresContainer(ctx context.Context) (string, error) {
-	c, err := tcpostgres.Run(ctx, "postgres:16-alpine",
+	c, err := tcpostgres.Run(ctx, PostgresImage,
 		tcpostgres.WithDatabase("postgres"), tcpostgres.WithUsername("postgres"),
 		tcpostgres.WithPassword("postgres"), tcpostgres.BasicWaitStrategies())
 	if err != nil {
@@ -183,7 +191,7 @@ func startPostgresContainer(ctx context.Context) (string, error) {
 }
 
 func startNATSContainer(ctx context.Context) (string, error) {
-	c, err := tcnats.Run(ctx, "nats:2.11-alpine")
+	c, err := tcnats.Run(ctx, NATSImage)
 	if err != nil {
 		return "", fmt.Errorf("start NATS container: %w", err)
 	}
