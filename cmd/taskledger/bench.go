@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"text/tabwriter"
@@ -30,7 +31,7 @@ import (
 )
 
 // bench runs a self-contained load test: a private database
-// (taskledger_bench on the configured server), a private stream (on an
+// (<database>_bench on the configured server), a private stream (on an
 // embedded server in a temporary directory unless a NATS URL is given),
 // realistic webhook traffic over HTTP, and the raw ceilings of JetStream
 // and Postgres measured in the same run.
@@ -131,7 +132,8 @@ func timeRebuild(ctx context.Context, svc *service.Service) (float64, error) {
 	return float64(applied) / time.Since(start).Seconds(), nil
 }
 
-// benchConfig points cfg at a fresh taskledger_bench database and a private
+// benchConfig points cfg at a fresh database named after the configured
+// one with _bench appended (taskledger_bench by default) and a private
 // stream; cleanup drops what it made.
 func benchConfig(ctx context.Context, cfg config.Config) (config.Config, func(), error) {
 	u, err := url.Parse(cfg.DatabaseURL)
@@ -140,7 +142,8 @@ func benchConfig(ctx context.Context, cfg config.Config) (config.Config, func(),
 	}
 	admin := *u
 	admin.Path = "/postgres"
-	u.Path = "/taskledger_bench"
+	name := strings.TrimPrefix(u.Path, "/") + "_bench"
+	u.Path = "/" + name
 	cfg.DatabaseURL = u.String()
 	drop := func() error {
 		conn, err := pgx.Connect(context.WithoutCancel(ctx), admin.String())
@@ -148,7 +151,7 @@ func benchConfig(ctx context.Context, cfg config.Config) (config.Config, func(),
 			return fmt.Errorf("connect to Postgres to reset the bench database: %w", err)
 		}
 		defer conn.Close(context.WithoutCancel(ctx))
-		_, err = conn.Exec(context.WithoutCancel(ctx), "DROP DATABASE IF EXISTS taskledger_bench WITH (FORCE)")
+		_, err = conn.Exec(context.WithoutCancel(ctx), "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
 		return err
 	}
 	if err := drop(); err != nil {
