@@ -14,10 +14,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
-	"github.com/taskledger/taskledger/consumers"
 	"github.com/taskledger/taskledger/domain"
 	"github.com/taskledger/taskledger/internal/httpjson"
 	"github.com/taskledger/taskledger/projections"
@@ -39,22 +37,45 @@ type Stream interface {
 }
 
 // RebuildStarter starts a rebuild of proj in the background once its lock
-// is taken, returning consumers.ErrRebuildRunning if one is already running.
+// is taken, returning projections.ErrRebuildRunning if one is already
+// running.
 type RebuildStarter func(ctx context.Context, proj projections.Projection) error
 
-// API serves the endpoints of CONTRACT sections 4 and 5.
-type API struct {
-	pool         *pgxpool.Pool
-	stream       Stream
-	startRebuild RebuildStarter
-	adminToken   string
-	log          zerolog.Logger
+// DeadLetterRetrier applies dead letter id again, reporting whether it
+// applied and otherwise why not; projections.ErrNoDeadLetter when there is
+// no such dead letter.
+type DeadLetterRetrier func(ctx context.Context, id int64) (resolved bool, reason string, err error)
+
+// Options are what the API serves from. All but AdminToken are required.
+type Options struct {
+	DB              projections.DB // the read models
+	Stream          Stream
+	StartRebuild    RebuildStarter
+	RetryDeadLetter DeadLetterRetrier
+	// AdminToken guards the admin endpoints; empty refuses them.
+	AdminToken string
 }
 
-// New returns the API over pool. With adminToken empty, admin endpoints are
-// refused.
-func New(pool *pgxpool.Pool, stream Stream, startRebuild RebuildStarter, adminToken string, log zerolog.Logger) *API {
-	return &API{pool: pool, stream: stream, startRebuild: startRebuild, adminToken: adminToken, log: log}
+// API serves the query and operations endpoints: completion histories,
+// timelines, projection status, rebuilds and dead letters.
+type API struct {
+	Options
+	log zerolog.Logger
+}
+
+// New returns the API, or an error naming a missing option.
+func New(o Options, log zerolog.Logger) (*API, error) {
+	switch {
+	case o.DB == nil:
+		return nil, errors.New("api: Options.DB is required")
+	case o.Stream == nil:
+		return nil, errors.New("api: Options.Stream is required")
+	case o.StartRebuild == nil:
+		return nil, errors.New("api: Options.StartRebuild is required")
+	case o.RetryDeadLetter == nil:
+		return nil, errors.New("api: Options.RetryDeadLetter is required")
+	}
+	return &API{Options: o, log: log}, nil
 }
 
 // Register adds the API's routes to mux.
@@ -74,7 +95,7 @@ func (a *API) taskCompletions(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	h, err := projections.ForPolicy(policy).History(r.Context(), a.pool, r.PathValue("task_id"))
+	h, err := projections.ForPolicy(policy).History(r.Context(), a.DB, r.PathValue("task_id"))
 	if errors.Is(err, projections.ErrNoCompletions) {
 		httpjson.Error(w, http.StatusNotFound, "task_not_found", "the task has no completion")
 		return
@@ -110,7 +131,7 @@ func (a *API) processCompletions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	processID := r.PathValue("process_id")
-	hs, more, err := projections.ForPolicy(policy).ProcessHistories(r.Context(), a.pool, processID, after, limit)
+	hs, more, err := projections.ForPolicy(policy).ProcessHistories(r.Context(), a.DB, processID, after, limit)
 	if err != nil {
 		a.internal(w, err)
 		return
@@ -191,25 +212,25 @@ func (a *API) projectionStatus(w http.ResponseWriter, r *http.Request) {
 // Projections reports every projection's position, as GET /v1/projections
 // answers it; the metrics and /readyz read the same.
 func (a *API) Projections(ctx context.Context) ([]ProjectionView, error) {
-	stream, err := a.stream.StreamState(ctx)
+	stream, err := a.Stream.StreamState(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errStreamPosition, err)
 	}
-	rebuilds, err := projections.Rebuilds(ctx, a.pool, consumers.LockClassRebuild)
+	rebuilds, err := projections.Rebuilds(ctx, a.DB)
 	if err != nil {
 		return nil, err
 	}
-	recorded, _, err := projections.RecordedStream(ctx, a.pool)
+	recorded, _, err := projections.RecordedStream(ctx, a.DB)
 	if err != nil {
 		return nil, err
 	}
-	dead, err := projections.UnresolvedDeadLetters(ctx, a.pool)
+	dead, err := projections.UnresolvedDeadLetters(ctx, a.DB)
 	if err != nil {
 		return nil, err
 	}
 	views := []ProjectionView{}
 	for _, p := range projections.Every {
-		cp, err := projections.Checkpoint(ctx, a.pool, p.Name)
+		cp, err := projections.Checkpoint(ctx, a.DB, p.Name)
 		if err != nil {
 			return nil, err
 		}
@@ -218,7 +239,7 @@ func (a *API) Projections(ctx context.Context) ([]ProjectionView, error) {
 		if mismatch := projections.CheckStream(recorded, stream.Identity, stream.LastSeq, cp); mismatch != nil {
 			v.State, v.Reason = "stalled", mismatch.Error()
 		} else if lag := stream.LastSeq - cp; lag > 0 {
-			oldest, err := a.stream.StoredAt(ctx, cp+1)
+			oldest, err := a.Stream.StoredAt(ctx, cp+1)
 			if err != nil {
 				return nil, fmt.Errorf("%w: %w", errStreamPosition, err)
 			}
@@ -243,9 +264,9 @@ func (a *API) rebuild(w http.ResponseWriter, r *http.Request) {
 		httpjson.Error(w, http.StatusNotFound, "projection_not_found", fmt.Sprintf("no projection %q", r.PathValue("name")))
 		return
 	}
-	err := a.startRebuild(r.Context(), proj)
+	err := a.StartRebuild(r.Context(), proj)
 	switch {
-	case errors.Is(err, consumers.ErrRebuildRunning):
+	case errors.Is(err, projections.ErrRebuildRunning):
 		httpjson.Error(w, http.StatusConflict, "rebuild_running", err.Error())
 	case err != nil:
 		a.internal(w, err)
@@ -256,7 +277,7 @@ func (a *API) rebuild(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) deadLetters(w http.ResponseWriter, r *http.Request) {
 	includeResolved := r.URL.Query().Get("include_resolved") == "true"
-	letters, err := projections.DeadLetters(r.Context(), a.pool, includeResolved, 1000)
+	letters, err := projections.DeadLetters(r.Context(), a.DB, includeResolved, 1000)
 	if err != nil {
 		a.internal(w, err)
 		return
@@ -270,7 +291,7 @@ func (a *API) retryDeadLetter(w http.ResponseWriter, r *http.Request) {
 		badParam(w, "dead letter id must be a number")
 		return
 	}
-	resolved, reason, err := consumers.RetryDeadLetter(r.Context(), a.pool, id)
+	resolved, reason, err := a.RetryDeadLetter(r.Context(), id)
 	switch {
 	case errors.Is(err, projections.ErrNoDeadLetter):
 		httpjson.Error(w, http.StatusNotFound, "dead_letter_not_found", err.Error())
@@ -287,12 +308,12 @@ func (a *API) retryDeadLetter(w http.ResponseWriter, r *http.Request) {
 // endpoint is refused outright.
 func (a *API) admin(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if a.adminToken == "" {
+		if a.AdminToken == "" {
 			httpjson.Error(w, http.StatusForbidden, "admin_disabled", "admin endpoints are off: set TASKLEDGER_ADMIN_TOKEN")
 			return
 		}
 		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(token), []byte(a.adminToken)) != 1 {
+		if !ok || subtle.ConstantTimeCompare([]byte(token), []byte(a.AdminToken)) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="taskledger"`)
 			httpjson.Error(w, http.StatusUnauthorized, "unauthorized", "a valid Authorization: Bearer token is required")
 			return

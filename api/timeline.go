@@ -93,7 +93,7 @@ func (a *API) taskEvents(w http.ResponseWriter, r *http.Request) {
 	if !textParam(w, "task_id", taskID) {
 		return
 	}
-	events, more, err := projections.TaskEvents(r.Context(), a.pool, taskID, after, limit)
+	events, more, err := projections.TaskEvents(r.Context(), a.DB, taskID, after, limit)
 	if err != nil {
 		a.internal(w, err)
 		return
@@ -136,7 +136,7 @@ func (a *API) findEvents(w http.ResponseWriter, r *http.Request) {
 	if !textParam(w, string(field), value) {
 		return
 	}
-	events, err := projections.FindEvents(r.Context(), a.pool, field, value, limit)
+	events, err := projections.FindEvents(r.Context(), a.DB, field, value, limit)
 	if err != nil {
 		a.internal(w, err)
 		return

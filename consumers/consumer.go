@@ -20,13 +20,6 @@ import (
 	"github.com/taskledger/taskledger/projections"
 )
 
-// Advisory lock classes: the first key of pg_try_advisory_lock(int, int),
-// the second being hashtext(projection name).
-const (
-	LockClassConsumer = 7_301 // held by the one active consumer of a projection
-	LockClassRebuild  = 7_302 // held by the one running rebuild of a projection
-)
-
 // Options configures a Consumer.
 type Options struct {
 	ReadOptions               // what to read, batch bounds (one transaction each)
@@ -166,10 +159,9 @@ func connectProjectionSession(ctx context.Context, pool *pgxpool.Pool, name stri
 func (c *Consumer) waitForLock(ctx context.Context, conn *pgx.Conn) error {
 	announced := false
 	for {
-		var locked bool
-		err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1, hashtext($2))", LockClassConsumer, c.proj.Name).Scan(&locked)
+		locked, err := projections.TryLockConsumer(ctx, conn, c.proj.Name)
 		if err != nil {
-			return fmt.Errorf("take consumer lock: %w", err)
+			return err
 		}
 		if locked {
 			return nil
@@ -220,9 +212,9 @@ func (c *Consumer) applyBatch(ctx context.Context, conn *pgx.Conn, entries []pro
 	return nil
 }
 
-// Entry decodes a stream message for the projections, keeping the raw
+// decodeEntry decodes a stream message for the projections, keeping the raw
 // message for a dead letter should it not decode.
-func Entry(seq uint64, subject string, header map[string][]string, body []byte) projections.Entry {
+func decodeEntry(seq uint64, subject string, header map[string][]string, body []byte) projections.Entry {
 	rec, err := eventlog.Decode(seq, subject, header, body)
 	return projections.Entry{
 		Message:    projections.Message{Seq: seq, Subject: subject, Header: header, Body: body},

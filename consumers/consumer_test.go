@@ -208,7 +208,7 @@ func entries(t *testing.T, msgs []jetstream.Msg) []projections.Entry {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, Entry(meta.Sequence.Stream, m.Subject(), m.Headers(), m.Data()))
+		out = append(out, decodeEntry(meta.Sequence.Stream, m.Subject(), m.Headers(), m.Data()))
 	}
 	return out
 }

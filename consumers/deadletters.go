@@ -39,7 +39,7 @@ func RetryDeadLetter(ctx context.Context, db interface {
 			return nil
 		}
 		m := d.Message
-		dead, err := proj.ApplyEntries(ctx, tx, proj.Name, []projections.Entry{Entry(m.Seq, m.Subject, m.Header, m.Body)})
+		dead, err := proj.ApplyEntries(ctx, tx, proj.Name, []projections.Entry{decodeEntry(m.Seq, m.Subject, m.Header, m.Body)})
 		if err != nil {
 			return err
 		}

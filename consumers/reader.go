@@ -146,7 +146,7 @@ func (r *Reader) read(opts ReadOptions) (Batch, error) {
 		if err != nil {
 			return Batch{}, err
 		}
-		b.Entries = append(b.Entries, Entry(meta.Sequence.Stream, m.Subject(), m.Headers(), m.Data()))
+		b.Entries = append(b.Entries, decodeEntry(meta.Sequence.Stream, m.Subject(), m.Headers(), m.Data()))
 		b.Bytes += len(m.Data()) + headerBytes(m.Headers())
 		wait = max(opts.Linger, time.Millisecond)
 	}

@@ -2,7 +2,6 @@ package consumers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -13,9 +12,6 @@ import (
 
 	"github.com/taskledger/taskledger/projections"
 )
-
-// ErrRebuildRunning is returned when the projection is already being rebuilt.
-var ErrRebuildRunning = errors.New("a rebuild of this projection is already running")
 
 // Rebuilder replays the stream from sequence 1 into a projection's shadow
 // schema while the live one keeps serving and the live consumer keeps it
@@ -62,7 +58,8 @@ type Rebuild struct {
 
 // Start takes the projection's rebuild lock and prepares an empty shadow
 // schema, dropping whatever an interrupted rebuild left. It returns
-// ErrRebuildRunning when another rebuild of the projection holds the lock,
+// projections.ErrRebuildRunning when another rebuild of the projection
+// holds the lock,
 // and a *projections.StreamMismatchError when the database follows another
 // stream.
 func (rb *Rebuilder) Start(ctx context.Context, proj projections.Projection) (*Rebuild, error) {
@@ -95,12 +92,8 @@ func (rb *Rebuilder) start(ctx context.Context, proj projections.Projection, ado
 			conn.Close(context.WithoutCancel(ctx))
 		}
 	}()
-	var locked bool
-	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1, hashtext($2))", LockClassRebuild, proj.Name).Scan(&locked); err != nil {
-		return nil, fmt.Errorf("take rebuild lock: %w", err)
-	}
-	if !locked {
-		return nil, fmt.Errorf("%w: %s", ErrRebuildRunning, proj.Name)
+	if err := projections.LockRebuild(ctx, conn, proj.Name); err != nil {
+		return nil, err
 	}
 	if !adopting {
 		if err := projections.VerifyStream(ctx, conn, StreamIdentity(info), info.State.LastSeq); err != nil {
@@ -133,7 +126,7 @@ func (b *Rebuild) Run(ctx context.Context, report func(Progress)) (err error) {
 		}
 		// Unlock explicitly: a closed connection's backend, and with it the
 		// lock, may outlive Close for a moment.
-		_, _ = b.conn.Exec(ctx, "SELECT pg_advisory_unlock($1, hashtext($2))", LockClassRebuild, b.proj.Name)
+		_ = projections.UnlockRebuild(ctx, b.conn, b.proj.Name)
 		b.conn.Close(ctx)
 	}()
 	opts := b.rb.opts

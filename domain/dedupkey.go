@@ -60,7 +60,7 @@ const (
 	derivedNamespace = ":derived:"
 )
 
-// DeriveDedupKey picks the event's dedup key by CONTRACT precedence: the
+// DeriveDedupKey picks the event's dedup key, the first present of: the
 // idempotency-key header, the source's own delivery id, the webhook-id
 // header, the body's event_id, and last a hash of source, event type, task
 // id and the event's own time.

@@ -5,7 +5,7 @@ import "fmt"
 // Policy is a way to read a task's completion history.
 type Policy string
 
-// The three policies of CONTRACT section 1.
+// The three policies: every distinct completion, the earliest, the latest.
 const (
 	PolicyAll    Policy = "all"    // every distinct completion, by completed_at
 	PolicyFirst  Policy = "first"  // the earliest completion

@@ -29,13 +29,30 @@ type Appender interface {
 	Original(ctx context.Context, seq uint64) (eventlog.Original, error)
 }
 
-// Options configures a Handler.
+// Options configures a Handler; zero fields take the defaults shown.
 type Options struct {
-	Sources        *sources.Set  // accepted sources and how each is verified
-	MaxBodyBytes   int64         // larger bodies get 413
-	PublishTimeout time.Duration // wait for the stream's ack before 503
-	Now            func() time.Time
+	Sources        *sources.Set     // accepted sources and how each is verified (any, unsigned)
+	MaxBodyBytes   int64            // larger bodies get 413 (1 MiB)
+	PublishTimeout time.Duration    // wait for the stream's ack before 503 (5s)
+	Now            func() time.Time // the clock (time.Now)
 	Metrics        *metrics.Metrics // nil records nothing
+}
+
+// withDefaults fills the zero fields of o.
+func (o Options) withDefaults() Options {
+	if o.Sources == nil {
+		o.Sources = sources.Open()
+	}
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = 1 << 20
+	}
+	if o.PublishTimeout <= 0 {
+		o.PublishTimeout = 5 * time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
 }
 
 // Handler serves POST /v1/webhooks/{source}.
@@ -47,7 +64,7 @@ type Handler struct {
 
 // New returns a webhook handler appending through a.
 func New(a Appender, opts Options, log zerolog.Logger) *Handler {
-	return &Handler{appender: a, opts: opts, log: log}
+	return &Handler{appender: a, opts: opts.withDefaults(), log: log}
 }
 
 // forwardedHeaders are stored with each event for later inspection, with
@@ -145,7 +162,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	httpjson.Write(w, http.StatusOK, Response{Status: "duplicate", DedupKey: key.Value, StreamSeq: appended.Seq, Duplicate: true})
 }
 
-// dedupKey picks the delivery's key by CONTRACT 3: Idempotency-Key, the
+// dedupKey picks the delivery's key, first found: Idempotency-Key, the
 // source's own delivery id (id_header or id_field), webhook-id, event_id,
 // derived.
 func dedupKey(src sources.Source, ev domain.Event, h http.Header) (domain.DedupKey, error) {

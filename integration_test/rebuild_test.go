@@ -218,7 +218,7 @@ func TestSecondRebuildIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.svc.Rebuilder().Start(context.Background(), p); !errors.Is(err, consumers.ErrRebuildRunning) {
+	if _, err := b.svc.Rebuilder().Start(context.Background(), p); !errors.Is(err, projections.ErrRebuildRunning) {
 		t.Errorf("second Start: %v, want ErrRebuildRunning", err)
 	}
 	if r := b.adminPost(t, "/v1/projections/"+p.Name+"/rebuild", adminToken); r.Status != http.StatusConflict || r.Error.Code != "rebuild_running" {

@@ -154,15 +154,15 @@ type RebuildStatus struct {
 }
 
 // Rebuilds returns the latest rebuild of each projection that was ever
-// rebuilt, by name; running ones are those whose process holds the rebuild
-// lock of class lockClass.
-func Rebuilds(ctx context.Context, db DB, lockClass int) (map[string]RebuildStatus, error) {
+// rebuilt, by name; running ones are those whose session holds the rebuild
+// lock.
+func Rebuilds(ctx context.Context, db DB) (map[string]RebuildStatus, error) {
 	rows, err := db.Query(ctx, `SELECT projection, started_at, updated_at, finished_at, failed_at, coalesce(error, ''),
 			applied_seq, target_seq, finished_at IS NULL AND failed_at IS NULL AND EXISTS (SELECT 1 FROM pg_locks l
 			WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
 			AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
 			AND l.classid = $1::int::oid AND l.objid = hashtext(r.projection)::oid)
-		FROM projection_rebuilds r`, lockClass)
+		FROM projection_rebuilds r`, lockClassRebuild)
 	if err != nil {
 		return nil, fmt.Errorf("read rebuild progress: %w", err)
 	}

@@ -1,5 +1,5 @@
-// Package metrics is taskledger's Prometheus instrumentation: the metrics of
-// CONTRACT section 5 and the ones an operator needs to see trouble coming.
+// Package metrics is taskledger's Prometheus instrumentation: the metrics
+// the README lists and the ones an operator needs to see trouble coming.
 // Everything registers on a registry the caller passes in, never the global
 // one, so several services can live in one process.
 //

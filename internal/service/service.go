@@ -112,7 +112,14 @@ func open(ctx context.Context, cfg config.Config, log zerolog.Logger, verifyStre
 			return nil, err
 		}
 	}
-	s.api = api.New(s.pool, s, s.startRebuild, cfg.AdminToken, log)
+	s.api, err = api.New(api.Options{DB: s.pool, Stream: s, StartRebuild: s.startRebuild,
+		RetryDeadLetter: func(ctx context.Context, id int64) (bool, string, error) {
+			return consumers.RetryDeadLetter(ctx, s.pool, id)
+		},
+		AdminToken: cfg.AdminToken}, log)
+	if err != nil {
+		return nil, err
+	}
 	var names []string
 	for _, p := range projections.Every {
 		names = append(names, p.Name)

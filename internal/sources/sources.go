@@ -25,7 +25,7 @@ import (
 // Scheme is how a source signs its deliveries.
 type Scheme string
 
-// The signature schemes of CONTRACT 2.1.
+// The signature schemes a source can declare in the sources file.
 const (
 	SchemeNone             Scheme = "none"
 	SchemeStandardWebhooks Scheme = "standard-webhooks"

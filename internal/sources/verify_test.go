@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// The Standard Webhooks specification's own test vector (CONTRACT 2.1).
+// The Standard Webhooks specification's own test vector.
 const (
 	specSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 	specID     = "msg_p5jXN8AQM9LWM0D4loKWxJek"

@@ -1,0 +1,52 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// One worker per projection: each kind of worker holds a session-level
+// advisory lock (class, hashtext(projection name)) while it works, so a
+// dead session releases it with the work done under it.
+const (
+	lockClassConsumer = 7_301 // held by the one active consumer of a projection
+	lockClassRebuild  = 7_302 // held by the one running rebuild of a projection
+)
+
+// ErrRebuildRunning is returned when the projection is already being rebuilt.
+var ErrRebuildRunning = errors.New("a rebuild of this projection is already running")
+
+// TryLockConsumer takes name's consumer lock on the session db, reporting
+// whether it got it; another session holding it means another replica is
+// applying the projection.
+func TryLockConsumer(ctx context.Context, db DB, name string) (bool, error) {
+	return tryLock(ctx, db, lockClassConsumer, name)
+}
+
+// LockRebuild takes name's rebuild lock on the session db, or returns
+// ErrRebuildRunning when another session holds it.
+func LockRebuild(ctx context.Context, db DB, name string) error {
+	locked, err := tryLock(ctx, db, lockClassRebuild, name)
+	if err != nil {
+		return err
+	}
+	if !locked {
+		return fmt.Errorf("%w: %s", ErrRebuildRunning, name)
+	}
+	return nil
+}
+
+// UnlockRebuild releases name's rebuild lock held by the session db.
+func UnlockRebuild(ctx context.Context, db DB, name string) error {
+	_, err := db.Exec(ctx, "SELECT pg_advisory_unlock($1, hashtext($2))", lockClassRebuild, name)
+	return err
+}
+
+func tryLock(ctx context.Context, db DB, class int, name string) (bool, error) {
+	var locked bool
+	if err := db.QueryRow(ctx, "SELECT pg_try_advisory_lock($1, hashtext($2))", class, name).Scan(&locked); err != nil {
+		return false, fmt.Errorf("take advisory lock %d of %s: %w", class, name, err)
+	}
+	return locked, nil
+}
