@@ -309,7 +309,7 @@ func (a *API) retryDeadLetter(w http.ResponseWriter, r *http.Request) {
 func (a *API) admin(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if a.AdminToken == "" {
-			httpjson.Error(w, http.StatusForbidden, "admin_disabled", "admin endpoints are off: set TASKLEDGER_ADMIN_TOKEN")
+			httpjson.Error(w, http.StatusForbidden, "admin_disabled", "admin endpoints are off: this server has no admin token configured")
 			return
 		}
 		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")

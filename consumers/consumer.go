@@ -29,6 +29,9 @@ type Options struct {
 	DedupRetention time.Duration
 	// Metrics records batches and restarts; nil records nothing.
 	Metrics *metrics.Metrics
+	// DrainTimeout bounds how long the batch under way may take to commit
+	// once Run's context ends; zero means 30s.
+	DrainTimeout time.Duration
 }
 
 // Consumer keeps one projection up to date. Run one in every replica: the
@@ -124,13 +127,33 @@ func (c *Consumer) runActive(ctx context.Context, out *outage) error {
 		if len(batch.Entries) == 0 {
 			continue
 		}
-		// Finish the batch even when shutdown starts.
-		if err := c.applyBatch(context.WithoutCancel(ctx), conn, batch.Entries); err != nil {
+		// Finish the batch even when shutdown starts, within DrainTimeout.
+		batchCtx, cancel := drainContext(ctx, c.opts.DrainTimeout)
+		err = c.applyBatch(batchCtx, conn, batch.Entries)
+		cancel()
+		if err != nil {
 			return err
 		}
 		out.recovered(c.log)
 	}
 	return nil
+}
+
+// drainContext is ctx without its cancellation, so that work begun before
+// shutdown completes, but ending timeout (30s when zero) after ctx does.
+func drainContext(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	drain, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() {
+		timer := time.AfterFunc(timeout, cancel)
+		context.AfterFunc(drain, func() { timer.Stop() })
+	})
+	return drain, func() {
+		stop()
+		cancel()
+	}
 }
 
 // connectProjectionSession opens a session of its own for writing a

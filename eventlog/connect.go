@@ -1,6 +1,7 @@
 package eventlog
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -8,6 +9,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 )
+
+// ErrUnreachable is returned by Connect when no NATS server answers.
+var ErrUnreachable = errors.New("cannot reach NATS")
 
 // Connect dials url (or, with ns set, the in-process server ns) and keeps
 // reconnecting forever, logging each disconnect and reconnect once.
@@ -34,7 +38,7 @@ func Connect(url string, ns *server.Server, log zerolog.Logger) (*nats.Conn, err
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %q: %w (set TASKLEDGER_NATS_URL to a running server with JetStream, or leave it empty for the embedded one)", url, err)
+		return nil, fmt.Errorf("%w at %q: %w", ErrUnreachable, url, err)
 	}
 	return nc, nil
 }

@@ -89,7 +89,7 @@ func openServiceWith(t testing.TB, cfg config.Config, log zerolog.Logger) (*serv
 	srv := httptest.NewServer(svc.Handler())
 	t.Cleanup(func() {
 		srv.Close()
-		svc.Close()
+		svc.Close(context.Background())
 	})
 	return svc, srv.URL
 }

@@ -671,7 +671,7 @@ func TestOnlyOneReplicaAppliesEachProjection(t *testing.T) {
 		t.Errorf("the standby replica is active for %v while the first holds every projection", counts)
 	}
 
-	first.svc.Close() // the replica holding the locks goes away
+	first.svc.Close(context.Background()) // the replica holding the locks goes away
 	eventually(t, "the standby replica to take every projection", func() bool {
 		return !slices.Contains(activeReplicas(t, first.svc, second.svc), 0)
 	})

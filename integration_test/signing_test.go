@@ -292,7 +292,7 @@ func TestABadSourcesFileStopsTheStartWithALinePerProblem(t *testing.T) {
 	}
 	svc, err := service.Open(context.Background(), cfg, testLogger(t))
 	if err == nil {
-		svc.Close()
+		svc.Close(context.Background())
 		t.Fatal("the service started with a bad sources file")
 	}
 	lines := strings.Split(err.Error(), "\n")

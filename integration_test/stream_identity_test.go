@@ -35,7 +35,7 @@ func openMismatched(t *testing.T, cfg config.Config) *projections.StreamMismatch
 	defer cancel()
 	svc, err := service.Open(ctx, cfg, testLogger(t))
 	if err == nil {
-		svc.Close()
+		svc.Close(context.Background())
 		t.Fatal("the service started on a database that follows another stream")
 	}
 	var mismatch *projections.StreamMismatchError
@@ -62,7 +62,7 @@ func runEmbedded(t *testing.T, cfg config.Config, task string, times ...string) 
 		last = b.accept(t, completion(task, at))
 	}
 	b.waitApplied(t, last)
-	svc.Close()
+	svc.Close(context.Background())
 }
 
 func TestWipedDataDirIsRefusedUntilAdopted(t *testing.T) {
@@ -88,7 +88,7 @@ func TestWipedDataDirIsRefusedUntilAdopted(t *testing.T) {
 	if err := adopter.AdoptStream(ctx, service.ProgressLogger(testLogger(t), time.Second)); err != nil {
 		t.Fatalf("adopt: %v", err)
 	}
-	adopter.Close()
+	adopter.Close(context.Background())
 
 	svc, url := openService(t, cfg)
 	svc.Start()

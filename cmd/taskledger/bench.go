@@ -61,7 +61,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer svc.Close()
+	defer closeWithin(svc, cfg.ShutdownTimeout)
 	traffic := loadgen.Generate(events, uint64(time.Now().UnixNano()))
 	fmt.Fprintf(stdout, "taskledger bench: %d webhooks (%d tasks, with retries, reopens and late arrivals), %d senders, NATS sync %s\n\n",
 		events, len(traffic.Tasks), senders, syncLabel(cfg))

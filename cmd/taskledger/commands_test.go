@@ -46,7 +46,7 @@ func startService(t *testing.T) *running {
 	srv := httptest.NewServer(svc.Handler())
 	t.Cleanup(func() {
 		srv.Close()
-		svc.Close()
+		svc.Close(context.Background())
 	})
 	return &running{svc: svc, url: srv.URL, cfg: cfg, flags: []string{"-database-url", cfg.DatabaseURL, "-nats-url", cfg.NATSURL,
 		"-stream", cfg.Stream, "-subject-prefix", cfg.SubjectPrefix, "-log-level", "error"}}

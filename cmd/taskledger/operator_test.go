@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -12,7 +13,10 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/rs/zerolog"
 
+	"github.com/taskledger/taskledger/internal/config"
+	"github.com/taskledger/taskledger/internal/service"
 	"github.com/taskledger/taskledger/internal/testenv"
 )
 
@@ -57,6 +61,14 @@ func TestOperatorErrors(t *testing.T) {
 	missing.Path += "_missing"
 	wrongRole.User = url.User("no_such_role_taskledger")
 	emptyDir := t.TempDir()
+	// A service holding a data directory, for a second one to find in use.
+	held := config.Default()
+	held.DataDir, held.DatabaseURL, held.EmbeddedNATSAddr = t.TempDir(), testenv.NewDatabase(t), netip.AddrPort{}
+	holder, err := service.Open(context.Background(), held, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close(context.Background())
 
 	tests := []struct {
 		name string
@@ -66,6 +78,10 @@ func TestOperatorErrors(t *testing.T) {
 		{"busy embedded NATS port", []string{"serve", "-data-dir", t.TempDir(), "-database-url", dbURL,
 			"-embedded-nats-addr", busy.Addr().String()},
 			[]string{busy.Addr().String(), "TASKLEDGER_EMBEDDED_NATS_ADDR"}},
+		{"data directory in use", []string{"serve", "-data-dir", held.DataDir, "-database-url", dbURL, "-embedded-nats-addr", ""},
+			[]string{"data dir " + held.DataDir + ": in use by another taskledger process", "TASKLEDGER_DATA_DIR"}},
+		{"unreachable NATS", []string{"serve", "-nats-url", "nats://127.0.0.1:1", "-database-url", dbURL},
+			[]string{"cannot reach NATS at \"nats://127.0.0.1:1\"", "set TASKLEDGER_NATS_URL"}},
 		{"unreachable Postgres", []string{"migrate", "up", "-database-url", "postgres://postgres@127.0.0.1:1/x?connect_timeout=2"},
 			[]string{"cannot reach Postgres at 127.0.0.1:1", "TASKLEDGER_DATABASE_URL", "make run"}},
 		{"refused role", []string{"migrate", "up", "-database-url", wrongRole.String()},

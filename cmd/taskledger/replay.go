@@ -61,7 +61,7 @@ func replay(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	defer svc.Close()
+	defer closeWithin(svc, cfg.ShutdownTimeout)
 	report := service.ProgressLogger(log, 5*time.Second)
 	if bar != nil {
 		report = func(p consumers.Progress) {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -30,11 +31,10 @@ func serveConfig(ctx context.Context, cfg config.Config, log zerolog.Logger) err
 	if err != nil {
 		return err
 	}
-	defer svc.Close()
 	svc.Start()
-
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
+		closeWithin(svc, cfg.ShutdownTimeout)
 		return err
 	}
 	srv := &http.Server{
@@ -50,15 +50,37 @@ func serveConfig(ctx context.Context, cfg config.Config, log zerolog.Logger) err
 
 	select {
 	case err := <-served:
+		closeWithin(svc, cfg.ShutdownTimeout)
 		return err
 	case <-ctx.Done():
 	}
+	return shutdown(srv, svc, cfg.ShutdownTimeout, log)
+}
+
+// shutdown stops taking requests, lets those in flight finish, then closes
+// the service: all within timeout.
+func shutdown(srv *http.Server, svc *service.Service, timeout time.Duration, log zerolog.Logger) error {
 	log.Info().Msg("shutting down: draining requests")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	err := srv.Shutdown(ctx)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	if cerr := svc.Close(ctx); cerr != nil {
+		return errors.Join(err, fmt.Errorf("shutdown incomplete after %v: %w", timeout, cerr))
+	}
+	if err != nil {
 		return err
 	}
 	log.Info().Msg("stopped")
 	return nil
+}
+
+// closeWithin closes svc for a command that is done with it, giving up
+// after timeout.
+func closeWithin(svc *service.Service, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	_ = svc.Close(ctx) // the command's own result is what it reports
 }

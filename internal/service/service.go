@@ -84,7 +84,9 @@ func open(ctx context.Context, cfg config.Config, log zerolog.Logger, verifyStre
 	s.background, s.stop = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
-			s.Close()
+			closeCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+			defer cancel()
+			_ = s.Close(closeCtx) // the error that stopped Open is the one to report
 		}
 	}()
 	if cfg.NATSURL == "" {
@@ -143,6 +145,7 @@ func open(ctx context.Context, cfg config.Config, log zerolog.Logger, verifyStre
 			StandbyPoll:    time.Second,
 			DedupRetention: cfg.DedupRetention,
 			Metrics:        s.metrics,
+			DrainTimeout:   cfg.ShutdownTimeout,
 		}, log))
 	}
 	rebuild := read
@@ -221,7 +224,7 @@ func (s *Service) Consumers() []*consumers.Consumer { return s.consumers }
 func (s *Service) startEmbedded() (err error) {
 	dir := embeddedStoreDir(s.cfg)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return fmt.Errorf("create data dir %s: %w (set TASKLEDGER_DATA_DIR to a writable directory)", dir, err)
+		return fmt.Errorf("create data dir %s: %w", dir, err)
 	}
 	// nats-server does not guard its store against a second process.
 	if s.dataLock, err = lockDir(s.cfg.DataDir); err != nil {
@@ -428,18 +431,29 @@ func (s *Service) StoredAt(ctx context.Context, seq uint64) (time.Time, error) {
 func (s *Service) Pool() *pgxpool.Pool { return s.pool }
 
 // Close lets the consumers finish their current batch, stops rebuilds
-// (leaving the live tables as they were), drains the NATS
-// connection (flushing in-flight publishes), closes the pool, and stops the
-// embedded server. Call it after the HTTP server has shut down.
-func (s *Service) Close() {
+// (leaving the live tables as they were), drains the NATS connection
+// (flushing in-flight publishes), closes the pool and stops the embedded
+// server. Call it after the HTTP server has shut down. When ctx ends first
+// it stops waiting, closes everything at once and returns ctx's error.
+func (s *Service) Close(ctx context.Context) error {
 	s.stop()
-	s.running.Wait()
+	var errs []error
+	if !waitUntil(ctx, func() { s.running.Wait() }) {
+		errs = append(errs, fmt.Errorf("consumers and rebuilds still running: %w", ctx.Err()))
+	}
 	if s.nc != nil {
-		if err := s.nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-			s.log.Warn().Err(err).Msg("drain NATS connection")
+		closed := make(chan struct{})
+		s.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+		if err := s.nc.Drain(); err != nil {
+			s.nc.Close() // already closed, or cannot drain: nothing left to flush
 		}
-		for !s.nc.IsClosed() {
-			time.Sleep(10 * time.Millisecond)
+		if !s.nc.IsClosed() {
+			select {
+			case <-closed:
+			case <-ctx.Done():
+				s.nc.Close()
+				errs = append(errs, fmt.Errorf("NATS publishes still in flight: %w", ctx.Err()))
+			}
 		}
 	}
 	if s.pool != nil {
@@ -447,12 +461,34 @@ func (s *Service) Close() {
 	}
 	if s.embedded != nil {
 		s.embedded.Shutdown()
-		s.embedded.WaitForShutdown()
+		if !waitUntil(ctx, s.embedded.WaitForShutdown) {
+			errs = append(errs, fmt.Errorf("embedded NATS server still stopping: %w", ctx.Err()))
+		}
 	}
 	if s.dataLock != nil {
 		s.dataLock.Close() // releases the flock
 	}
+	return errors.Join(errs...)
 }
+
+// waitUntil runs wait and reports whether it returned before ctx ended.
+func waitUntil(ctx context.Context, wait func()) bool {
+	done := make(chan struct{})
+	go func() {
+		wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// ErrDataDirInUse is returned by Open when another process holds the
+// embedded server's data directory.
+var ErrDataDirInUse = errors.New("in use by another taskledger process")
 
 // lockDir takes an exclusive lock on dir/taskledger.lock, held until the
 // returned file is closed.
@@ -464,8 +500,7 @@ func lockDir(dir string) (*os.File, error) {
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("data dir %s is in use by another taskledger process: stop it, or reach its "+
-			"embedded server with TASKLEDGER_NATS_URL=nats://127.0.0.1:4223 (%w)", dir, err)
+		return nil, fmt.Errorf("data dir %s: %w (%w)", dir, ErrDataDirInUse, err)
 	}
 	return f, nil
 }
