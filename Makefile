@@ -4,7 +4,7 @@ BIN       := bin/taskledger
 PKGS      := ./...
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: help run build test test-short fuzz bench lint migrate db clean
+.PHONY: help run build test test-short fuzz bench lint migrate db clean screenshots
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,6 +27,9 @@ fuzz: ## fuzz the webhook parser and dedup-key derivation for 60s
 
 bench: ## run the Go benchmarks against real Postgres and JetStream
 	$(GO) test -run '^$$' -bench . $(PKGS)
+
+screenshots: ## refresh docs/console-*.png from the console's browser test (needs chromium)
+	TASKLEDGER_CONSOLE_SCREENSHOTS=$(CURDIR)/docs $(GO) test -count=1 -run TestConsoleInARealBrowser ./integration_test
 
 lint: ## gofmt, go vet, go mod tidy and staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)

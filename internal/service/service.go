@@ -23,6 +23,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/taskledger/taskledger/api"
+	"github.com/taskledger/taskledger/console"
 	"github.com/taskledger/taskledger/consumers"
 	"github.com/taskledger/taskledger/eventlog"
 	"github.com/taskledger/taskledger/ingest"
@@ -47,8 +48,10 @@ type Service struct {
 	pool     *pgxpool.Pool
 	api      *api.API
 	metrics  *metrics.Metrics
-	handler  http.Handler
-	sources  *sources.Set
+	// recentIngest samples the webhook outcome counters for the console.
+	recentIngest *metrics.Recent
+	handler      http.Handler
+	sources      *sources.Set
 
 	consumers  []*consumers.Consumer
 	rebuilder  *consumers.Rebuilder
@@ -131,6 +134,8 @@ func open(ctx context.Context, cfg config.Config, log zerolog.Logger, verifyStre
 	s.metrics = metrics.New(prometheus.NewRegistry(), metrics.Options{
 		Projections: names, Sources: cfg.Sources, Status: s.projectionStatus, Pool: s.pool,
 	})
+	s.recentIngest = metrics.NewRecent(s.metrics.WebhookOutcomes, 5*time.Second, 15*time.Minute)
+	s.running.Go(func() { s.recentIngest.Run(s.background) })
 	read := consumers.ReadOptions{
 		Stream:   cfg.Stream,
 		Subjects: []string{s.streamConfig().AllSubjects()},
@@ -294,7 +299,9 @@ func (s *Service) routes() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", s.ready)
 	mux.Handle("GET /metrics", s.metrics.Handler())
+	mux.HandleFunc("GET /v1/ingest/summary", api.IngestSummary(s.recentIngest))
 	s.api.Register(mux)
+	console.Register(mux)
 	return httpjson.LogRequests(s.log, s.metrics.HTTP(mux))
 }
 
