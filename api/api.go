@@ -212,6 +212,16 @@ func (a *API) projectionStatus(w http.ResponseWriter, r *http.Request) {
 // Projections reports every projection's position, as GET /v1/projections
 // answers it; the metrics and /readyz read the same.
 func (a *API) Projections(ctx context.Context) ([]ProjectionView, error) {
+	// Checkpoints first, the stream's position after: while events flow, a
+	// checkpoint read first is never ahead of the last sequence.
+	checkpoints := make([]uint64, len(projections.Every))
+	for i, p := range projections.Every {
+		cp, err := projections.Checkpoint(ctx, a.DB, p.Name)
+		if err != nil {
+			return nil, err
+		}
+		checkpoints[i] = cp
+	}
 	stream, err := a.Stream.StreamState(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errStreamPosition, err)
@@ -229,11 +239,8 @@ func (a *API) Projections(ctx context.Context) ([]ProjectionView, error) {
 		return nil, err
 	}
 	views := []ProjectionView{}
-	for _, p := range projections.Every {
-		cp, err := projections.Checkpoint(ctx, a.DB, p.Name)
-		if err != nil {
-			return nil, err
-		}
+	for i, p := range projections.Every {
+		cp := checkpoints[i]
 		v := ProjectionView{Name: p.Name, Policy: p.Policy, Checkpoint: cp, StreamLastSeq: stream.LastSeq,
 			DeadLetters: dead[p.Name], State: "live"}
 		if mismatch := projections.CheckStream(recorded, stream.Identity, stream.LastSeq, cp); mismatch != nil {

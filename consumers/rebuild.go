@@ -96,7 +96,16 @@ func (rb *Rebuilder) start(ctx context.Context, proj projections.Projection, ado
 		return nil, err
 	}
 	if !adopting {
-		if err := projections.VerifyStream(ctx, conn, StreamIdentity(info), info.State.LastSeq); err != nil {
+		err := projections.VerifyStream(ctx, conn, func(ctx context.Context) (projections.StreamIdentity, uint64, error) {
+			// Read again: the checkpoints have moved on while events flow.
+			fresh, err := stream.Info(ctx)
+			if err != nil {
+				return projections.StreamIdentity{}, 0, fmt.Errorf("read stream %s: %w", rb.opts.Stream, err)
+			}
+			info = fresh
+			return StreamIdentity(info), info.State.LastSeq, nil
+		})
+		if err != nil {
 			return nil, err
 		}
 	}

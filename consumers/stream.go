@@ -31,14 +31,18 @@ func guardStream(ctx context.Context, js jetstream.JetStream, name string, db pr
 	if err != nil {
 		return nil, fmt.Errorf("open stream %s: %w", name, err)
 	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("read stream %s: %w", name, err)
-	}
-	if err := projections.VerifyStream(ctx, db, StreamIdentity(info), info.State.LastSeq); err != nil {
+	var identity projections.StreamIdentity
+	if err := projections.VerifyStream(ctx, db, func(ctx context.Context) (projections.StreamIdentity, uint64, error) {
+		info, err := stream.Info(ctx)
+		if err != nil {
+			return identity, 0, fmt.Errorf("read stream %s: %w", name, err)
+		}
+		identity = StreamIdentity(info)
+		return identity, info.State.LastSeq, nil
+	}); err != nil {
 		return nil, err
 	}
-	return &streamGuard{stream: stream, identity: StreamIdentity(info)}, nil
+	return &streamGuard{stream: stream, identity: identity}, nil
 }
 
 // check fails if the stream is no longer the incarnation guarded: call it

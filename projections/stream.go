@@ -67,12 +67,24 @@ func RecordedStream(ctx context.Context, db DB) (id StreamIdentity, ok bool, err
 	return id, true, nil
 }
 
-// VerifyStream checks that the database follows current, whose last
-// sequence is lastSeq, and that no checkpoint is ahead of it. The first
-// service to start on a database records current, unless the checkpoints
-// already run ahead of it. It returns a *StreamMismatchError otherwise.
-func VerifyStream(ctx context.Context, db DB, current StreamIdentity, lastSeq uint64) error {
+// StreamPosition reads the stream the service reaches and its last
+// sequence.
+type StreamPosition func(context.Context) (StreamIdentity, uint64, error)
+
+// VerifyStream checks that the database follows the stream position reads,
+// and that no checkpoint is ahead of its last sequence. The first service to
+// start on a database records that stream, unless the checkpoints already
+// run ahead of it. It returns a *StreamMismatchError otherwise.
+//
+// The checkpoints are read before the stream's position: a consumer applies
+// only stored events, so while events flow a checkpoint read first is never
+// ahead of a last sequence read after it.
+func VerifyStream(ctx context.Context, db DB, position StreamPosition) error {
 	checkpoint, err := highestCheckpoint(ctx, db)
+	if err != nil {
+		return err
+	}
+	current, lastSeq, err := position(ctx)
 	if err != nil {
 		return err
 	}

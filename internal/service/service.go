@@ -393,11 +393,13 @@ func (s *Service) StreamState(ctx context.Context) (api.StreamState, error) {
 // verifyStream checks that the database follows the stream this service
 // reaches, recording it on first start.
 func (s *Service) verifyStream(ctx context.Context) error {
-	st, err := s.StreamState(ctx)
-	if err != nil {
-		return fmt.Errorf("read stream %s: %w", s.cfg.Stream, err)
-	}
-	return projections.VerifyStream(ctx, s.pool, st.Identity, st.LastSeq)
+	return projections.VerifyStream(ctx, s.pool, func(ctx context.Context) (projections.StreamIdentity, uint64, error) {
+		st, err := s.StreamState(ctx)
+		if err != nil {
+			return st.Identity, 0, fmt.Errorf("read stream %s: %w", s.cfg.Stream, err)
+		}
+		return st.Identity, st.LastSeq, nil
+	})
 }
 
 // AdoptStream rebuilds every projection from the stream this service
