@@ -97,7 +97,7 @@ func (a *API) taskCompletions(w http.ResponseWriter, r *http.Request) {
 	}
 	h, err := projections.ForPolicy(policy).History(r.Context(), a.DB, r.PathValue("task_id"))
 	if errors.Is(err, projections.ErrNoCompletions) {
-		httpjson.Error(w, http.StatusNotFound, "task_not_found", "the task has no completion")
+		httpjson.Error(w, http.StatusNotFound, httpjson.CodeTaskNotFound, "the task has no completion")
 		return
 	}
 	if err != nil {
@@ -199,7 +199,7 @@ var errStreamPosition = errors.New("cannot read the stream's position")
 func (a *API) projectionStatus(w http.ResponseWriter, r *http.Request) {
 	views, err := a.Projections(r.Context())
 	if errors.Is(err, errStreamPosition) {
-		httpjson.Error(w, http.StatusServiceUnavailable, "stream_unavailable", err.Error())
+		httpjson.Error(w, http.StatusServiceUnavailable, httpjson.CodeStreamUnavailable, err.Error())
 		return
 	}
 	if err != nil {
@@ -268,13 +268,13 @@ func (a *API) Projections(ctx context.Context) ([]ProjectionView, error) {
 func (a *API) rebuild(w http.ResponseWriter, r *http.Request) {
 	proj, ok := projections.ByName(r.PathValue("name"))
 	if !ok {
-		httpjson.Error(w, http.StatusNotFound, "projection_not_found", fmt.Sprintf("no projection %q", r.PathValue("name")))
+		httpjson.Error(w, http.StatusNotFound, httpjson.CodeProjectionNotFound, fmt.Sprintf("no projection %q", r.PathValue("name")))
 		return
 	}
 	err := a.StartRebuild(r.Context(), proj)
 	switch {
 	case errors.Is(err, projections.ErrRebuildRunning):
-		httpjson.Error(w, http.StatusConflict, "rebuild_running", err.Error())
+		httpjson.Error(w, http.StatusConflict, httpjson.CodeRebuildRunning, err.Error())
 	case err != nil:
 		a.internal(w, err)
 	default:
@@ -301,11 +301,11 @@ func (a *API) retryDeadLetter(w http.ResponseWriter, r *http.Request) {
 	resolved, reason, err := a.RetryDeadLetter(r.Context(), id)
 	switch {
 	case errors.Is(err, projections.ErrNoDeadLetter):
-		httpjson.Error(w, http.StatusNotFound, "dead_letter_not_found", err.Error())
+		httpjson.Error(w, http.StatusNotFound, httpjson.CodeDeadLetterNotFound, err.Error())
 	case err != nil:
 		a.internal(w, err)
 	case !resolved:
-		httpjson.Error(w, http.StatusUnprocessableEntity, "still_failing", reason)
+		httpjson.Error(w, http.StatusUnprocessableEntity, httpjson.CodeStillFailing, reason)
 	default:
 		httpjson.Write(w, http.StatusOK, map[string]any{"id": id, "resolved": true})
 	}
@@ -316,13 +316,13 @@ func (a *API) retryDeadLetter(w http.ResponseWriter, r *http.Request) {
 func (a *API) admin(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if a.AdminToken == "" {
-			httpjson.Error(w, http.StatusForbidden, "admin_disabled", "admin endpoints are off: this server has no admin token configured")
+			httpjson.Error(w, http.StatusForbidden, httpjson.CodeAdminDisabled, "admin endpoints are off: this server has no admin token configured")
 			return
 		}
 		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || subtle.ConstantTimeCompare([]byte(token), []byte(a.AdminToken)) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="taskledger"`)
-			httpjson.Error(w, http.StatusUnauthorized, "unauthorized", "a valid Authorization: Bearer token is required")
+			httpjson.Error(w, http.StatusUnauthorized, httpjson.CodeUnauthorized, "a valid Authorization: Bearer token is required")
 			return
 		}
 		next(w, r)
@@ -367,10 +367,10 @@ func policyParam(w http.ResponseWriter, r *http.Request) (domain.Policy, bool) {
 }
 
 func badParam(w http.ResponseWriter, message string) {
-	httpjson.Error(w, http.StatusBadRequest, "invalid_parameter", message)
+	httpjson.Error(w, http.StatusBadRequest, httpjson.CodeInvalidParameter, message)
 }
 
 func (a *API) internal(w http.ResponseWriter, err error) {
 	a.log.Error().Err(err).Msg("query failed")
-	httpjson.Error(w, http.StatusInternalServerError, "internal", "the query failed; see the server log")
+	httpjson.Error(w, http.StatusInternalServerError, httpjson.CodeInternal, "the query failed; see the server log")
 }

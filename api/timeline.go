@@ -99,7 +99,7 @@ func (a *API) taskEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(events) == 0 && after == 0 {
-		httpjson.Error(w, http.StatusNotFound, "task_not_found", "no event of the task is stored")
+		httpjson.Error(w, http.StatusNotFound, httpjson.CodeTaskNotFound, "no event of the task is stored")
 		return
 	}
 	v := TimelineView{TaskID: taskID, Events: viewEvents(events)}

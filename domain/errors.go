@@ -5,21 +5,12 @@ import (
 	"fmt"
 )
 
-// Error codes are stable, machine-readable reasons a webhook is refused.
-// They appear verbatim in HTTP error bodies.
+// The codes of a ValidationError: why a JSON body is not a valid event.
+// The HTTP API answers them as they are (see httpjson's codes).
 const (
-	CodeInvalidJSON      = "invalid_json"
-	CodeMissingField     = "missing_field"
-	CodeInvalidField     = "invalid_field"
-	CodeInvalidKey       = "invalid_idempotency_key"
-	CodeKeyReused        = "idempotency_key_reused"
-	CodeUnknownSource    = "unknown_source"
-	CodeUnsupportedMedia = "unsupported_media_type"
-	CodeBodyTooLarge     = "body_too_large"
-	CodeHeaderTooLarge   = "header_too_large"
-	CodeSignatureMissing = "signature_missing"
-	CodeSignatureInvalid = "signature_invalid"
-	CodeSignatureExpired = "signature_expired"
+	CodeMissingField = "missing_field"
+	CodeInvalidField = "invalid_field"
+	CodeInvalidKey   = "invalid_idempotency_key"
 )
 
 // ErrInvalidJSON is wrapped by errors for bodies that are not JSON at all.

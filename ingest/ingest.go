@@ -89,22 +89,22 @@ type Response struct {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	src, ok := h.opts.Sources.Lookup(r.PathValue("source"))
 	if !ok {
-		httpjson.Error(w, http.StatusNotFound, domain.CodeUnknownSource, fmt.Sprintf("unknown source %q", r.PathValue("source")))
+		httpjson.Error(w, http.StatusNotFound, httpjson.CodeUnknownSource, fmt.Sprintf("unknown source %q", r.PathValue("source")))
 		return
 	}
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-		httpjson.Error(w, http.StatusUnsupportedMediaType, domain.CodeUnsupportedMedia, "Content-Type must be application/json")
+		httpjson.Error(w, http.StatusUnsupportedMediaType, httpjson.CodeUnsupportedMedia, "Content-Type must be application/json")
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			httpjson.Error(w, http.StatusRequestEntityTooLarge, domain.CodeBodyTooLarge,
+			httpjson.Error(w, http.StatusRequestEntityTooLarge, httpjson.CodeBodyTooLarge,
 				fmt.Sprintf("body is larger than %d bytes", h.opts.MaxBodyBytes))
 			return
 		}
-		httpjson.Error(w, http.StatusBadRequest, domain.CodeInvalidJSON, "could not read body: "+err.Error())
+		httpjson.Error(w, http.StatusBadRequest, httpjson.CodeInvalidJSON, "could not read body: "+err.Error())
 		return
 	}
 	sig, err := src.Verify(r.Header, body, h.opts.Now())
@@ -125,7 +125,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	httpjson.AddLogField(r.Context(), "dedup_key", key.Value)
 	stored, err := pick(r.Header, src.IDHeader)
 	if err != nil {
-		httpjson.Error(w, http.StatusRequestHeaderFieldsTooLarge, domain.CodeHeaderTooLarge, err.Error())
+		httpjson.Error(w, http.StatusRequestHeaderFieldsTooLarge, httpjson.CodeHeaderTooLarge, err.Error())
 		return
 	}
 
@@ -135,7 +135,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Source: src.Name, Key: key, Body: body, ReceivedAt: h.opts.Now(), RequestHeaders: stored, Signature: sig,
 	})
 	if errors.Is(err, eventlog.ErrTooLarge) {
-		httpjson.Error(w, http.StatusRequestEntityTooLarge, domain.CodeBodyTooLarge, err.Error())
+		httpjson.Error(w, http.StatusRequestEntityTooLarge, httpjson.CodeBodyTooLarge, err.Error())
 		return
 	}
 	if err != nil {
@@ -154,7 +154,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if key.Explicit() && original.BodyDigest != domain.BodyDigest(body) {
-		httpjson.Error(w, http.StatusUnprocessableEntity, domain.CodeKeyReused, fmt.Sprintf(
+		httpjson.Error(w, http.StatusUnprocessableEntity, httpjson.CodeKeyReused, fmt.Sprintf(
 			"%s %q was already used for a different body (stream sequence %d)", key.Origin, key.Value, appended.Seq))
 		return
 	}
@@ -204,7 +204,7 @@ func (h *Handler) refuse(w http.ResponseWriter, err error) {
 		httpjson.Error(w, http.StatusUnprocessableEntity, ve.Code, ve.Error())
 		return
 	}
-	httpjson.Error(w, http.StatusBadRequest, domain.CodeInvalidJSON, err.Error())
+	httpjson.Error(w, http.StatusBadRequest, httpjson.CodeInvalidJSON, err.Error())
 }
 
 // unavailable answers 503: the sender should retry, and a retry is safe
@@ -212,7 +212,7 @@ func (h *Handler) refuse(w http.ResponseWriter, err error) {
 func (h *Handler) unavailable(w http.ResponseWriter, err error) {
 	h.log.Warn().Err(err).Msg("event stream did not acknowledge; answering 503")
 	w.Header().Set("Retry-After", strconv.Itoa(1))
-	httpjson.Error(w, http.StatusServiceUnavailable, "stream_unavailable",
+	httpjson.Error(w, http.StatusServiceUnavailable, httpjson.CodeStreamUnavailable,
 		"the event could not be stored now; retry later with the same request")
 }
 

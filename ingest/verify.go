@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net/http"
 
-	"github.com/taskledger/taskledger/domain"
 	"github.com/taskledger/taskledger/internal/httpjson"
 	"github.com/taskledger/taskledger/internal/sources"
 )
@@ -12,12 +11,12 @@ import (
 // unauthorized answers a delivery whose signature did not verify: 401 with
 // signature_missing, signature_invalid or signature_expired.
 func unauthorized(w http.ResponseWriter, err error) {
-	code := domain.CodeSignatureInvalid
+	code := httpjson.CodeSignatureInvalid
 	switch {
 	case errors.Is(err, sources.ErrSignatureMissing):
-		code = domain.CodeSignatureMissing
+		code = httpjson.CodeSignatureMissing
 	case errors.Is(err, sources.ErrSignatureExpired):
-		code = domain.CodeSignatureExpired
+		code = httpjson.CodeSignatureExpired
 	}
 	httpjson.Error(w, http.StatusUnauthorized, code, err.Error())
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/taskledger/taskledger/domain"
 	"github.com/taskledger/taskledger/eventlog"
 	"github.com/taskledger/taskledger/internal/config"
+	"github.com/taskledger/taskledger/internal/httpjson"
 	"github.com/taskledger/taskledger/internal/testenv"
 )
 
@@ -136,22 +137,22 @@ func TestRejectedRequestsStoreNothing(t *testing.T) {
 		status      int
 		code        string
 	}{
-		{"unknown source", "github", "application/json", valid, nil, 404, domain.CodeUnknownSource},
-		{"malformed source", "Tally.fy", "application/json", valid, nil, 404, domain.CodeUnknownSource},
-		{"not json content type", "tallyfy", "text/plain", valid, nil, 415, domain.CodeUnsupportedMedia},
-		{"no content type", "tallyfy", "", valid, nil, 415, domain.CodeUnsupportedMedia},
-		{"body over the limit", "tallyfy", "application/json", `{"pad":"` + strings.Repeat("x", 2000) + `"}`, nil, 413, domain.CodeBodyTooLarge},
-		{"not json", "tallyfy", "application/json", `{"event":`, nil, 400, domain.CodeInvalidJSON},
-		{"invalid UTF-8", "tallyfy", "application/json", "{\"event\":\"task.completed\",\"task_id\":\"\xff\xfe\",\"completed_at\":\"2024-01-15T10:30:00Z\"}", nil, 400, domain.CodeInvalidJSON},
+		{"unknown source", "github", "application/json", valid, nil, 404, httpjson.CodeUnknownSource},
+		{"malformed source", "Tally.fy", "application/json", valid, nil, 404, httpjson.CodeUnknownSource},
+		{"not json content type", "tallyfy", "text/plain", valid, nil, 415, httpjson.CodeUnsupportedMedia},
+		{"no content type", "tallyfy", "", valid, nil, 415, httpjson.CodeUnsupportedMedia},
+		{"body over the limit", "tallyfy", "application/json", `{"pad":"` + strings.Repeat("x", 2000) + `"}`, nil, 413, httpjson.CodeBodyTooLarge},
+		{"not json", "tallyfy", "application/json", `{"event":`, nil, 400, httpjson.CodeInvalidJSON},
+		{"invalid UTF-8", "tallyfy", "application/json", "{\"event\":\"task.completed\",\"task_id\":\"\xff\xfe\",\"completed_at\":\"2024-01-15T10:30:00Z\"}", nil, 400, httpjson.CodeInvalidJSON},
 		{"year 10000 in UTC", "tallyfy", "application/json", `{"event":"task.completed","task_id":"t","completed_at":"9999-12-31T23:59:59-01:00"}`, nil, 422, domain.CodeInvalidField},
-		{"empty body", "tallyfy", "application/json", ``, nil, 400, domain.CodeInvalidJSON},
+		{"empty body", "tallyfy", "application/json", ``, nil, 400, httpjson.CodeInvalidJSON},
 		{"json array", "tallyfy", "application/json", `[1]`, nil, 422, domain.CodeInvalidField},
 		{"missing event", "tallyfy", "application/json", `{"task_id":"t"}`, nil, 422, domain.CodeMissingField},
 		{"missing task_id", "tallyfy", "application/json", `{"event":"task.completed","completed_at":"2024-01-15T10:30:00Z"}`, nil, 422, domain.CodeMissingField},
 		{"bad timestamp", "tallyfy", "application/json", `{"event":"task.completed","task_id":"t","completed_at":"15/01/2024"}`, nil, 422, domain.CodeInvalidField},
 		{"wrong type", "tallyfy", "application/json", `{"event":"task.completed","task_id":7,"completed_at":"2024-01-15T10:30:00Z"}`, nil, 422, domain.CodeInvalidField},
 		{"unusable key", "tallyfy", "application/json", valid, []string{"Idempotency-Key", "tab\there"}, 422, domain.CodeInvalidKey},
-		{"key reused for another body", "tallyfy", "application/json", completion("t2", "2024-01-15T10:30:00Z"), []string{"Idempotency-Key", "used"}, 422, domain.CodeKeyReused},
+		{"key reused for another body", "tallyfy", "application/json", completion("t2", "2024-01-15T10:30:00Z"), []string{"Idempotency-Key", "used"}, 422, httpjson.CodeKeyReused},
 	}
 	for _, tt := range tests {
 		req, _ := http.NewRequest(http.MethodPost, b.url+"/v1/webhooks/"+tt.source, strings.NewReader(tt.body))

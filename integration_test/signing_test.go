@@ -17,6 +17,7 @@ import (
 	"github.com/taskledger/taskledger/domain"
 	"github.com/taskledger/taskledger/eventlog"
 	"github.com/taskledger/taskledger/internal/config"
+	"github.com/taskledger/taskledger/internal/httpjson"
 	"github.com/taskledger/taskledger/internal/service"
 	"github.com/taskledger/taskledger/internal/sources"
 	"github.com/taskledger/taskledger/internal/testenv"
@@ -189,18 +190,18 @@ func TestBadSignaturesAre401AndStoreNothing(t *testing.T) {
 		status int
 		code   string
 	}{
-		{"no signature headers", post("tallyfy", body), 401, domain.CodeSignatureMissing},
-		{"no webhook-signature", post("tallyfy", body, without("webhook-signature")...), 401, domain.CodeSignatureMissing},
-		{"no webhook-timestamp", post("tallyfy", body, without("webhook-timestamp")...), 401, domain.CodeSignatureMissing},
-		{"unlisted secret", post("tallyfy", body, otherKey...), 401, domain.CodeSignatureInvalid},
-		{"body altered", post("tallyfy", strings.Replace(body, "t-bad", "t-bad2", 1), valid...), 401, domain.CodeSignatureInvalid},
-		{"garbage signature", post("tallyfy", body, append(without("webhook-signature"), "webhook-signature", "v1,???")...), 401, domain.CodeSignatureInvalid},
-		{"too old", post("tallyfy", body, standardHeaders(t, oldSecret, "msg_1", time.Now().Add(-2*time.Minute), body)...), 401, domain.CodeSignatureExpired},
-		{"from the future", post("tallyfy", body, standardHeaders(t, oldSecret, "msg_1", time.Now().Add(2*time.Minute), body)...), 401, domain.CodeSignatureExpired},
-		{"hmac missing", post("github", body), 401, domain.CodeSignatureMissing},
-		{"hmac wrong", post("github", body, "X-Hub-Signature-256", sources.SignHMACSHA256("wrong", []byte(body))), 401, domain.CodeSignatureInvalid},
-		{"hmac not hex", post("github", body, "X-Hub-Signature-256", "sha256=xyz"), 401, domain.CodeSignatureInvalid},
-		{"unlisted source", post("zapier", body), 404, domain.CodeUnknownSource},
+		{"no signature headers", post("tallyfy", body), 401, httpjson.CodeSignatureMissing},
+		{"no webhook-signature", post("tallyfy", body, without("webhook-signature")...), 401, httpjson.CodeSignatureMissing},
+		{"no webhook-timestamp", post("tallyfy", body, without("webhook-timestamp")...), 401, httpjson.CodeSignatureMissing},
+		{"unlisted secret", post("tallyfy", body, otherKey...), 401, httpjson.CodeSignatureInvalid},
+		{"body altered", post("tallyfy", strings.Replace(body, "t-bad", "t-bad2", 1), valid...), 401, httpjson.CodeSignatureInvalid},
+		{"garbage signature", post("tallyfy", body, append(without("webhook-signature"), "webhook-signature", "v1,???")...), 401, httpjson.CodeSignatureInvalid},
+		{"too old", post("tallyfy", body, standardHeaders(t, oldSecret, "msg_1", time.Now().Add(-2*time.Minute), body)...), 401, httpjson.CodeSignatureExpired},
+		{"from the future", post("tallyfy", body, standardHeaders(t, oldSecret, "msg_1", time.Now().Add(2*time.Minute), body)...), 401, httpjson.CodeSignatureExpired},
+		{"hmac missing", post("github", body), 401, httpjson.CodeSignatureMissing},
+		{"hmac wrong", post("github", body, "X-Hub-Signature-256", sources.SignHMACSHA256("wrong", []byte(body))), 401, httpjson.CodeSignatureInvalid},
+		{"hmac not hex", post("github", body, "X-Hub-Signature-256", "sha256=xyz"), 401, httpjson.CodeSignatureInvalid},
+		{"unlisted source", post("zapier", body), 404, httpjson.CodeUnknownSource},
 	} {
 		b.refused(t, tt.name, tt.status, tt.code, tt.send)
 	}

@@ -290,7 +290,7 @@ func (s *Service) routes() http.Handler {
 		}, s.log)))
 	} else {
 		mux.HandleFunc("POST /v1/webhooks/{source}", func(w http.ResponseWriter, _ *http.Request) {
-			httpjson.Error(w, http.StatusNotFound, "not_ingesting",
+			httpjson.Error(w, http.StatusNotFound, httpjson.CodeNotIngesting,
 				"this replica's role is "+s.cfg.Role+": send webhooks to a replica whose role is ingest or all")
 		})
 	}

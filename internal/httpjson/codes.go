@@ -1,0 +1,36 @@
+package httpjson
+
+import "github.com/taskledger/taskledger/domain"
+
+// The codes of the HTTP API's error bodies: stable, machine-readable
+// reasons, listed here and nowhere else.
+const (
+	// A webhook that can never be stored.
+	CodeInvalidJSON      = "invalid_json"
+	CodeMissingField     = domain.CodeMissingField // the event lacks a required field
+	CodeInvalidField     = domain.CodeInvalidField // a field has a value no event can have
+	CodeInvalidKey       = domain.CodeInvalidKey   // an idempotency key that is too long or not printable
+	CodeKeyReused        = "idempotency_key_reused"
+	CodeUnknownSource    = "unknown_source"
+	CodeUnsupportedMedia = "unsupported_media_type"
+	CodeBodyTooLarge     = "body_too_large"
+	CodeHeaderTooLarge   = "header_too_large"
+	CodeSignatureMissing = "signature_missing"
+	CodeSignatureInvalid = "signature_invalid"
+	CodeSignatureExpired = "signature_expired"
+	CodeNotIngesting     = "not_ingesting" // a replica whose role is project
+
+	// A webhook to send again later.
+	CodeStreamUnavailable = "stream_unavailable"
+
+	// Queries and operations.
+	CodeInvalidParameter   = "invalid_parameter"
+	CodeTaskNotFound       = "task_not_found"
+	CodeProjectionNotFound = "projection_not_found"
+	CodeRebuildRunning     = "rebuild_running"
+	CodeDeadLetterNotFound = "dead_letter_not_found"
+	CodeStillFailing       = "still_failing"
+	CodeAdminDisabled      = "admin_disabled"
+	CodeUnauthorized       = "unauthorized"
+	CodeInternal           = "internal"
+)
