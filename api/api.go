@@ -245,7 +245,7 @@ func (a *API) Projections(ctx context.Context) ([]ProjectionView, error) {
 			DeadLetters: dead[p.Name], State: "live"}
 		if mismatch := projections.CheckStream(recorded, stream.Identity, stream.LastSeq, cp); mismatch != nil {
 			v.State, v.Reason = "stalled", mismatch.Error()
-		} else if lag := stream.LastSeq - cp; lag > 0 {
+		} else if lag := projections.Behind(cp, stream.LastSeq); lag > 0 {
 			oldest, err := a.Stream.StoredAt(ctx, cp+1)
 			if err != nil {
 				return nil, fmt.Errorf("%w: %w", errStreamPosition, err)

@@ -46,3 +46,21 @@ func SweepSeenKeys(ctx context.Context, db DB, schema string, retention time.Dur
 	}
 	return nil
 }
+
+// Behind is how many stream sequences a checkpoint is behind the stream's
+// last one.
+func Behind(checkpoint, last uint64) uint64 { return last - min(checkpoint, last) }
+
+// Lag is how far the slowest projection is behind the stream's last
+// sequence.
+func Lag(ctx context.Context, db DB, last uint64) (uint64, error) {
+	var lag uint64
+	for _, p := range Every {
+		cp, err := Checkpoint(ctx, db, p.Name)
+		if err != nil {
+			return 0, err
+		}
+		lag = max(lag, Behind(cp, last))
+	}
+	return lag, nil
+}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -13,13 +12,10 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/taskledger/taskledger/consumers"
 	"github.com/taskledger/taskledger/domain"
@@ -66,7 +62,8 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "taskledger bench: %d webhooks (%d tasks, with retries, reopens and late arrivals), %d senders, NATS sync %s\n\n",
 		events, len(traffic.Tasks), senders, syncLabel(cfg))
 
-	publish, err := publishCeiling(ctx, svc.JetStream(), cfg, traffic.Bodies, senders)
+	publish, err := loadgen.PublishCeiling(ctx, svc.JetStream(), eventlog.StreamConfig{DuplicateWindow: cfg.DuplicateWindow,
+		Replicas: cfg.StreamReplicas}, traffic.Bodies, senders)
 	if err != nil {
 		return err
 	}
@@ -83,7 +80,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	srv := &http.Server{Handler: svc.Handler()}
 	go srv.Serve(ln)                               //nolint:errcheck // ends with Shutdown below
 	defer srv.Shutdown(context.WithoutCancel(ctx)) //nolint:errcheck // best effort
-	ingest, err := ingestLoad(ctx, svc, "http://"+ln.Addr().String(), traffic.Bodies, senders)
+	ingest, err := loadgen.Send(ctx, "http://"+ln.Addr().String()+"/v1/webhooks/bench", traffic.Bodies, senders, svc.Lag)
 	if err != nil {
 		return err
 	}
@@ -97,22 +94,22 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "\tthroughput\tof its ceiling\tp50\tp99\t")
-	fmt.Fprintf(tw, "JetStream publish, raw (ceiling)\t%.0f msg/s\t\t%s\t%s\t\n", publish.rate, ms(publish.latency.Percentile(50)), ms(publish.latency.Percentile(99)))
+	fmt.Fprintf(tw, "JetStream publish, raw (ceiling)\t%.0f msg/s\t\t%s\t%s\t\n", publish.PerSecond, ms(publish.Latency.Percentile(50)), ms(publish.Latency.Percentile(99)))
 	fmt.Fprintf(tw, "Postgres COPY, raw (ceiling)\t%.0f rows/s\t\t\t\t\n", copyRate)
-	fmt.Fprintf(tw, "Webhook ingest over HTTP\t%.0f req/s\t%.2fx publish\t%s\t%s\t\n", ingest.rate.rate, ingest.rate.rate/publish.rate,
-		ms(ingest.latency.Percentile(50)), ms(ingest.latency.Percentile(99)))
-	fmt.Fprintf(tw, "Projections, each of 3 policies\t%.0f events/s\t%.2fx COPY\t\t\t\n", ingest.projectedRate, ingest.projectedRate/copyRate)
+	fmt.Fprintf(tw, "Webhook ingest over HTTP\t%.0f req/s\t%.2fx publish\t%s\t%s\t\n", ingest.PerSecond, ingest.PerSecond/publish.PerSecond,
+		ms(ingest.Latency.Percentile(50)), ms(ingest.Latency.Percentile(99)))
+	fmt.Fprintf(tw, "Projections, each of 3 policies\t%.0f events/s\t%.2fx COPY\t\t\t\n", ingest.ProjectedRate, ingest.ProjectedRate/copyRate)
 	if rebuild {
 		fmt.Fprintf(tw, "Rebuild of completions_all\t%.0f events/s\t%.2fx COPY\t\t\t\n", rebuilt, rebuilt/copyRate)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "\ningest: %d accepted (202), %d duplicates (200), %d other\n", ingest.accepted, ingest.duplicates, ingest.other)
+	fmt.Fprintf(stdout, "\ningest: %d accepted (202), %d duplicates (200), %d other\n", ingest.Accepted, ingest.Duplicates, ingest.Other)
 	fmt.Fprintf(stdout, "projection lag: at most %d events during the load; caught up %s after the last request\n",
-		ingest.maxLag, ingest.drain.Round(time.Millisecond))
-	if ingest.other > 0 {
-		return fmt.Errorf("%d requests were not answered 202 or 200", ingest.other)
+		ingest.MaxLag, ingest.CaughtUpAfter.Round(time.Millisecond))
+	if ingest.Other > 0 {
+		return fmt.Errorf("%d requests were not answered 202 or 200", ingest.Other)
 	}
 	return nil
 }
@@ -179,146 +176,6 @@ func syncLabel(cfg config.Config) string {
 		return "(external server)"
 	}
 	return cfg.NATSSync.String()
-}
-
-type rate struct {
-	rate    float64
-	latency loadgen.Latencies
-}
-
-// publishCeiling publishes the bodies, as ingest would, straight into a
-// scratch stream configured like the event stream, from senders concurrent
-// publishers waiting for each acknowledgement.
-func publishCeiling(ctx context.Context, js jetstream.JetStream, cfg config.Config, bodies []string, senders int) (rate, error) {
-	scratch := eventlog.StreamConfig{Name: "TASKLEDGER_BENCH_CEILING", SubjectPrefix: "taskledger.bench-ceiling",
-		DuplicateWindow: cfg.DuplicateWindow, Replicas: cfg.StreamReplicas}
-	if _, err := eventlog.EnsureStream(ctx, js, scratch); err != nil {
-		return rate{}, err
-	}
-	defer js.DeleteStream(context.WithoutCancel(ctx), scratch.Name) //nolint:errcheck // best effort
-	msgs := make([]eventlog.Record, 0, len(bodies))
-	for _, body := range bodies {
-		rec, err := eventlog.NewRecord("bench", []byte(body), time.Now())
-		if err != nil {
-			return rate{}, err
-		}
-		msgs = append(msgs, rec)
-	}
-	var publishErr error
-	var mu sync.Mutex
-	r, latencies := timeConcurrently(len(msgs), senders, func(i int) {
-		if _, err := js.PublishMsg(ctx, msgs[i].Message(scratch.Subject("bench"))); err != nil {
-			mu.Lock()
-			publishErr = err
-			mu.Unlock()
-		}
-	})
-	return rate{rate: r, latency: latencies}, publishErr
-}
-
-type ingestResult struct {
-	rate
-	accepted, duplicates, other int64
-	projectedRate               float64
-	maxLag                      uint64
-	drain                       time.Duration
-}
-
-// ingestLoad posts the bodies over HTTP while sampling projection lag, then
-// waits for the projections to catch up.
-func ingestLoad(ctx context.Context, svc *service.Service, base string, bodies []string, senders int) (ingestResult, error) {
-	var res ingestResult
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: senders}}
-	var maxLag atomic.Uint64
-	sampling, stopSampling := context.WithCancel(ctx)
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		for sampling.Err() == nil {
-			if lag, err := projectionLag(ctx, svc); err == nil && lag > maxLag.Load() {
-				maxLag.Store(lag)
-			}
-			select {
-			case <-sampling.Done():
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
-	}()
-	start := time.Now()
-	res.rate.rate, res.latency = timeConcurrently(len(bodies), senders, func(i int) {
-		resp, err := client.Post(base+"/v1/webhooks/bench", "application/json", bytes.NewBufferString(bodies[i]))
-		if err != nil {
-			atomic.AddInt64(&res.other, 1)
-			return
-		}
-		io.Copy(io.Discard, resp.Body) //nolint:errcheck // draining for reuse
-		resp.Body.Close()
-		switch resp.StatusCode {
-		case http.StatusAccepted:
-			atomic.AddInt64(&res.accepted, 1)
-		case http.StatusOK:
-			atomic.AddInt64(&res.duplicates, 1)
-		default:
-			atomic.AddInt64(&res.other, 1)
-		}
-	})
-	loadDone := time.Now()
-	stopSampling()
-	<-sampled
-	for {
-		lag, err := projectionLag(ctx, svc)
-		if err != nil {
-			return res, err
-		}
-		if lag == 0 {
-			break
-		}
-		if time.Since(loadDone) > 5*time.Minute {
-			return res, fmt.Errorf("projections still %d events behind 5 minutes after the load", lag)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	res.drain = time.Since(loadDone)
-	res.maxLag = maxLag.Load()
-	res.projectedRate = float64(res.accepted) / time.Since(start).Seconds()
-	return res, nil
-}
-
-// projectionLag is how far the slowest projection is behind the stream.
-func projectionLag(ctx context.Context, svc *service.Service) (uint64, error) {
-	last, err := svc.StreamLastSeq(ctx)
-	if err != nil {
-		return 0, err
-	}
-	var lag uint64
-	for _, p := range projections.Every {
-		cp, err := projections.Checkpoint(ctx, svc.Pool(), p.Name)
-		if err != nil {
-			return 0, err
-		}
-		lag = max(lag, last-min(cp, last))
-	}
-	return lag, nil
-}
-
-// timeConcurrently runs do(0..n-1) on workers goroutines and returns calls
-// per second and each call's duration.
-func timeConcurrently(n, workers int, do func(i int)) (float64, loadgen.Latencies) {
-	latencies := make(loadgen.Latencies, n)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	start := time.Now()
-	for range workers {
-		wg.Go(func() {
-			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
-				t0 := time.Now()
-				do(i)
-				latencies[i] = time.Since(t0)
-			}
-		})
-	}
-	wg.Wait()
-	return float64(n) / time.Since(start).Seconds(), latencies
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond)) }

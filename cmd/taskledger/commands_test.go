@@ -18,6 +18,7 @@ import (
 
 	"github.com/taskledger/taskledger/consumers"
 	"github.com/taskledger/taskledger/internal/config"
+	"github.com/taskledger/taskledger/internal/loadgen"
 	"github.com/taskledger/taskledger/internal/service"
 	"github.com/taskledger/taskledger/internal/testenv"
 	"github.com/taskledger/taskledger/projections"
@@ -67,24 +68,9 @@ func (r *running) post(t *testing.T, body string) {
 // waitProjected waits until every projection has applied the whole stream.
 func (r *running) waitProjected(t *testing.T) {
 	t.Helper()
-	ctx := context.Background()
-	for range 400 {
-		last, err := r.svc.StreamLastSeq(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		done := true
-		for _, p := range projections.Every {
-			if cp, err := projections.Checkpoint(ctx, r.svc.Pool(), p.Name); err != nil || cp < last {
-				done = false
-			}
-		}
-		if done {
-			return
-		}
-		time.Sleep(25 * time.Millisecond)
+	if _, err := loadgen.WaitCaughtUp(context.Background(), r.svc.Lag, time.Minute); err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("projections did not catch up")
 }
 
 // cli runs a command with the service's flags appended and returns its

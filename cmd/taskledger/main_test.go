@@ -3,25 +3,47 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/taskledger/taskledger/internal/testenv"
 )
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+// syncBuffer is a bytes.Buffer that a command writes its logs to while
+// the test reads them.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// listeningAddr is the address a serve's "taskledger listening" log line
+// names, or "" before that line.
+func listeningAddr(logs string) string {
+	for _, line := range strings.Split(logs, "\n") {
+		var entry struct{ Addr, Message string }
+		if json.Unmarshal([]byte(line), &entry) == nil && entry.Message == "taskledger listening" {
+			return entry.Addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return ""
 }
 
 // TestServeEmbeddedAndShutDown runs `taskledger serve` as the README's first
@@ -30,38 +52,41 @@ func freeAddr(t *testing.T) string {
 func TestServeEmbeddedAndShutDown(t *testing.T) {
 	dbURL := testenv.NewDatabase(t)
 	// Flags without a command run serve.
-	serveAndStop(t, "-data-dir", t.TempDir(), "-database-url", dbURL, "-embedded-nats-addr", freeAddr(t))
+	serveAndStop(t, "-data-dir", t.TempDir(), "-database-url", dbURL, "-embedded-nats-addr", "")
 }
 
 // serveAndStop runs the command (serve or dev) until it is ready, takes a
 // webhook, then cancels it as SIGINT does and expects a clean exit.
 func serveAndStop(t *testing.T, args ...string) {
 	t.Helper()
-	addr := freeAddr(t)
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	done := make(chan error, 1)
+	logs := &syncBuffer{}
 	go func() {
-		done <- run(ctx, append(args, "-http-addr", addr, "-log-level", "warn"), io.Discard, io.Discard)
+		// Port 0: the command binds a free port and logs which.
+		done <- run(ctx, append(args, "-http-addr", "127.0.0.1:0", "-log-level", "info"), io.Discard, logs)
 	}()
-	base := "http://" + addr
-	var ready bool
-	for range 1500 {
-		if resp, err := http.Get(base + "/readyz"); err == nil {
-			resp.Body.Close()
-			if ready = resp.StatusCode == http.StatusOK; ready {
-				break
-			}
-		}
+	var base string
+	testenv.Poll(t, time.Minute, args[0]+" to answer ready", func() bool {
 		select {
 		case err := <-done:
-			t.Fatalf("%s exited early: %v", args[0], err)
-		case <-time.After(20 * time.Millisecond):
+			t.Fatalf("%s exited early: %v\n%s", args[0], err, logs)
+		default:
 		}
-	}
-	if !ready {
-		t.Fatalf("%s never became ready", args[0])
-	}
+		if base == "" {
+			if addr := listeningAddr(logs.String()); addr != "" {
+				base = "http://" + addr
+			}
+			return false
+		}
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
 	resp, err := http.Post(base+"/v1/webhooks/tallyfy", "application/json", strings.NewReader(
 		`{"event":"task.completed","task_id":"t1","completed_at":"2024-01-15T10:30:00Z"}`))
 	if err != nil {

@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -44,5 +45,22 @@ func TestGenerateIsDeterministicAndRealistic(t *testing.T) {
 	}
 	if repeats < 100 || reopens < 100 {
 		t.Errorf("%d repeats and %d reopens in 2000 bodies, want roughly 10%% each", repeats, reopens)
+	}
+}
+
+func TestWaitCaughtUp(t *testing.T) {
+	t.Parallel()
+	behind := []uint64{3, 2, 0}
+	lag := func(context.Context) (uint64, error) {
+		n := behind[0]
+		behind = behind[1:]
+		return n, nil
+	}
+	if _, err := WaitCaughtUp(context.Background(), lag, time.Minute); err != nil || len(behind) != 0 {
+		t.Errorf("err %v, %d lag readings left", err, len(behind))
+	}
+	stuck := func(context.Context) (uint64, error) { return 7, nil }
+	if _, err := WaitCaughtUp(context.Background(), stuck, 30*time.Millisecond); err == nil || !strings.Contains(err.Error(), "7 events behind") {
+		t.Errorf("stuck projections: %v", err)
 	}
 }

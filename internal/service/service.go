@@ -436,6 +436,15 @@ func (s *Service) StoredAt(ctx context.Context, seq uint64) (time.Time, error) {
 	return m.Time, nil
 }
 
+// Lag is how many events the slowest projection is behind the stream.
+func (s *Service) Lag(ctx context.Context) (uint64, error) {
+	last, err := s.StreamLastSeq(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return projections.Lag(ctx, s.pool, last)
+}
+
 // Pool is the database pool.
 func (s *Service) Pool() *pgxpool.Pool { return s.pool }
 
