@@ -137,8 +137,18 @@ func TestConsoleInARealBrowser(t *testing.T) {
 	for _, label := range eval[[]string](t, br, `[...document.querySelectorAll('.progress .label')].map(l => l.innerText)`) {
 		seen[label] = true
 	}
-	if !seen["done"] || b.projectionState(t, "completions_all") != "live" {
-		t.Errorf("after the rebuild: progress labels %v, state %s", seen, b.projectionState(t, "completions_all"))
+	var after struct {
+		Projections []struct {
+			Name    string `json:"name"`
+			State   string `json:"state"`
+			Rebuild struct {
+				Outcome string `json:"outcome"`
+			} `json:"rebuild"`
+		} `json:"projections"`
+	}
+	getJSON(t, b.url+"/v1/projections", &after)
+	if p := after.Projections[0]; !seen["done"] || p.Name != "completions_all" || p.State != "live" || p.Rebuild.Outcome != "finished" {
+		t.Errorf("after the rebuild: progress labels %v, the API says %+v", seen, p)
 	}
 	if stored := eval[string](t, br, `sessionStorage.getItem('taskledger.adminToken')`); stored != adminToken {
 		t.Errorf("session storage holds %q, want the token", stored)

@@ -234,11 +234,11 @@ function updateProjectionRow(tr, p) {
   const rb = rebuilds.get(p.name);
   if (rb && p.state === 'rebuilding') rb.seen = true;
   if (rb && !rb.done && !rb.failed && p.state !== 'rebuilding') {
-    // Finished: the last rebuild's outcome says how, when the API reports it.
-    const last = p.last_rebuild;
-    if (last && last.outcome === 'failed') {
+    // Over: the last rebuild's outcome says how.
+    const last = p.rebuild;
+    if (last && (last.outcome === 'failed' || last.outcome === 'interrupted')) {
       rb.failed = true;
-      rb.error = last.error || 'the rebuild failed';
+      rb.error = last.error || 'the rebuild was ' + last.outcome;
     } else {
       rb.done = true;
     }
@@ -276,17 +276,27 @@ function updateRebuildCell(cell, p, rb) {
     progress = progressBar(100, 'failed: ' + rb.error, 'failed');
   } else if (rb && rb.done) {
     progress = progressBar(100, 'done', 'done');
+  } else if (p.rebuild) {
+    progress = lastRebuild(p.rebuild);
   }
   let button = cell.querySelector('button');
   if (!button) {
     button = el('button', { type: 'button', class: 'secondary', text: 'Rebuild', onclick: () => startRebuild(p.name, button) });
   }
   show(button, p.state !== 'rebuilding');
-  const old = cell.querySelector('.progress');
+  const old = cell.querySelector('.progress, .last-rebuild');
   if (old && progress) old.replaceWith(progress);
   else if (old) old.remove();
   else if (progress) cell.prepend(progress);
   if (!button.isConnected) cell.append(button);
+}
+
+// lastRebuild tells how the latest rebuild, started anywhere, ended.
+function lastRebuild(r) {
+  const failed = r.outcome === 'failed' || r.outcome === 'interrupted';
+  const when = fmtTime(r.finished_at || r.failed_at || r.updated_at);
+  return el('div', { class: 'last-rebuild muted' + (failed ? ' failed' : '') },
+    'last rebuild ' + r.outcome + ' ' + when + (r.error ? ': ' + r.error : ''));
 }
 
 async function startRebuild(name, button) {
