@@ -23,7 +23,7 @@ import (
 // Options configures a Consumer.
 type Options struct {
 	ReadOptions               // what to read, batch bounds (one transaction each)
-	StandbyPoll time.Duration // how often a standby tries for the lock
+	StandbyPoll time.Duration // how often a standby tries for the lock (default 1s)
 	// DedupRetention is how long seen dedup keys are kept; swept while
 	// active. Zero keeps them forever.
 	DedupRetention time.Duration
@@ -47,6 +47,10 @@ type Consumer struct {
 
 // New returns a consumer of proj.
 func New(proj projections.Projection, pool *pgxpool.Pool, js jetstream.JetStream, opts Options, log zerolog.Logger) *Consumer {
+	opts.ReadOptions = opts.ReadOptions.withDefaults()
+	if opts.StandbyPoll <= 0 {
+		opts.StandbyPoll = time.Second
+	}
 	return &Consumer{proj: proj, pool: pool, js: js, opts: opts,
 		log: log.With().Str("projection", proj.Name).Logger()}
 }

@@ -4,6 +4,10 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/taskledger/taskledger/projections"
 )
 
 // TestDrainContextOutlivesShutdownBriefly: a batch's context survives the
@@ -28,5 +32,18 @@ func TestDrainContextOutlivesShutdownBriefly(t *testing.T) {
 	release()
 	if other.Err() == nil {
 		t.Error("release did not end the drain context")
+	}
+}
+
+// TestZeroOptionsTakeDefaults: zero bounds and waits would make a reader
+// return empty batches at once, and a standby poll without a pause.
+func TestZeroOptionsTakeDefaults(t *testing.T) {
+	t.Parallel()
+	c := New(projections.Every[0], nil, nil, Options{ReadOptions: ReadOptions{Stream: "S"}}, zerolog.Nop())
+	if o := c.opts; o.StandbyPoll <= 0 || o.MaxCount <= 0 || o.MaxBytes <= 0 || o.Wait <= 0 || o.Linger <= 0 {
+		t.Errorf("zero options kept: %+v", o)
+	}
+	if _, err := OpenReader(context.Background(), nil, ReadOptions{}, 1); err == nil {
+		t.Error("OpenReader without a stream name")
 	}
 }

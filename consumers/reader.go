@@ -13,19 +13,40 @@ import (
 )
 
 // ReadOptions says what a Reader reads and how much it holds at once.
+// Stream is required; zero bounds and waits take the defaults shown.
 type ReadOptions struct {
 	Stream   string   // stream name
 	Subjects []string // subject filters; the stream's events of every source, usually
 	// MaxCount and MaxBytes bound a batch: it ends at whichever is reached
 	// first (a single message larger than MaxBytes still makes a batch).
+	// Defaults 500 and 4 MiB.
 	MaxCount int
 	MaxBytes int
 	// Wait is how long Next waits for the first event of a batch before
-	// returning an empty batch, which means the reader is caught up.
+	// returning an empty batch, which means the reader is caught up
+	// (default 1s).
 	Wait time.Duration
 	// Linger is how long a batch waits for one more event once it has one:
-	// a backlog fills whole batches, a lone event goes out after Linger.
+	// a backlog fills whole batches, a lone event goes out after Linger
+	// (default 5ms).
 	Linger time.Duration
+}
+
+// withDefaults fills the zero bounds and waits of o.
+func (o ReadOptions) withDefaults() ReadOptions {
+	if o.MaxCount <= 0 {
+		o.MaxCount = 500
+	}
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = 4 << 20
+	}
+	if o.Wait <= 0 {
+		o.Wait = time.Second
+	}
+	if o.Linger <= 0 {
+		o.Linger = 5 * time.Millisecond
+	}
+	return o
 }
 
 // Batch is a run of consecutive events of the filtered stream, decoded.
@@ -66,6 +87,10 @@ type Reader struct {
 
 // OpenReader starts reading the stream at startSeq (1 for all of it).
 func OpenReader(ctx context.Context, js jetstream.JetStream, opts ReadOptions, startSeq uint64) (*Reader, error) {
+	if opts.Stream == "" {
+		return nil, errors.New("consumers: ReadOptions.Stream is required")
+	}
+	opts = opts.withDefaults()
 	cons, err := js.OrderedConsumer(ctx, opts.Stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: opts.Subjects,
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,

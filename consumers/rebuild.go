@@ -27,7 +27,7 @@ type Rebuilder struct {
 // batches (one shadow transaction each) are usually larger than the live
 // ones, and an empty read after opts.Wait means caught up.
 func NewRebuilder(pool *pgxpool.Pool, js jetstream.JetStream, opts ReadOptions, log zerolog.Logger) *Rebuilder {
-	return &Rebuilder{pool: pool, js: js, opts: opts, log: log}
+	return &Rebuilder{pool: pool, js: js, opts: opts.withDefaults(), log: log}
 }
 
 // Progress is how far a rebuild has got: Applied of Target stream sequences.

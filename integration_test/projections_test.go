@@ -273,7 +273,6 @@ func TestResentAfterTheDuplicateWindowIsProjectedOnce(t *testing.T) {
 	body := completion("resent", at)
 	first := b.accept(t, body)
 
-	time.Sleep(window)
 	var again reply
 	eventually(t, "JetStream to forget the event's id", func() bool {
 		again = b.post(t, "tallyfy", body)
