@@ -8,6 +8,9 @@ import (
 	"embed"
 	"io/fs"
 	"net/http"
+	"strconv"
+
+	"github.com/taskledger/taskledger/internal/httpjson"
 )
 
 //go:embed static
@@ -28,11 +31,17 @@ func Register(mux *http.ServeMux) {
 	if err != nil {
 		panic(err) // the embedded directory is part of the binary
 	}
-	files := http.StripPrefix("/ui/", http.FileServerFS(assets))
 	mux.Handle("GET /ui", secure(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.ServeFileFS(w, r, assets, "index.html")
 	})))
-	mux.Handle("GET /ui/{file}", secure(files))
+	mux.Handle("GET /ui/{file}", secure(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("file")
+		if info, err := fs.Stat(assets, name); err != nil || info.IsDir() {
+			httpjson.Error(w, http.StatusNotFound, "not_found", "the console has no file "+strconv.Quote(name))
+			return
+		}
+		http.ServeFileFS(w, r, assets, name)
+	})))
 }
 
 func secure(next http.Handler) http.Handler {
