@@ -34,6 +34,8 @@ type Stream interface {
 	StreamState(ctx context.Context) (StreamState, error)
 	// StoredAt is when the first event at or after seq was stored.
 	StoredAt(ctx context.Context, seq uint64) (time.Time, error)
+	// PartitionLastSeq is the sequence of partition's last event, 0 for none.
+	PartitionLastSeq(ctx context.Context, partition int) (uint64, error)
 }
 
 // RebuildStarter starts a rebuild of proj in the background once its lock
@@ -159,6 +161,44 @@ type ProjectionView struct {
 	Reason        string        `json:"reason,omitempty"` // why it is stalled
 	// Rebuild is the latest rebuild, if there was one.
 	Rebuild *RebuildView `json:"rebuild,omitempty"`
+	// Partitions are the projection's partitions (one when unpartitioned);
+	// Checkpoint is the lowest of theirs.
+	Partitions []PartitionView `json:"partitions"`
+}
+
+// PartitionView is one partition of a projection: its checkpoint, the
+// sequence of its last event in the stream, the lag between the two (in
+// stream sequences), and whether a worker holds its lock.
+type PartitionView struct {
+	Partition  int       `json:"partition"`
+	Checkpoint uint64    `json:"checkpoint"`
+	LastSeq    uint64    `json:"last_seq"`
+	Lag        uint64    `json:"lag"`
+	Active     bool      `json:"active"`
+	UpdatedAt  time.Time `json:"updated_at"`
+}
+
+// partitions reads the partitions of p and their positions.
+func (a *API) partitions(ctx context.Context, p projections.Projection) ([]PartitionView, error) {
+	cps, err := projections.Partitions(ctx, a.DB, p.Name)
+	if err != nil {
+		return nil, err
+	}
+	views := make([]PartitionView, len(cps))
+	for i, c := range cps {
+		last, err := a.Stream.PartitionLastSeq(ctx, c.Partition)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", errStreamPosition, err)
+		}
+		worker := projections.Worker(p.Name, c.Partition, len(cps))
+		active, err := projections.ConsumerLockHeld(ctx, a.DB, worker)
+		if err != nil {
+			return nil, err
+		}
+		views[i] = PartitionView{Partition: c.Partition, Checkpoint: c.LastSeq, LastSeq: last,
+			Lag: last - min(c.LastSeq, last), Active: active, UpdatedAt: c.UpdatedAt}
+	}
+	return views, nil
 }
 
 // RebuildView is the latest rebuild's outcome (running, finished, failed,
@@ -253,6 +293,9 @@ func (a *API) Projections(ctx context.Context) ([]ProjectionView, error) {
 			v.Lag, v.LagSeconds = &lag, max(time.Since(oldest).Seconds(), 0)
 		} else {
 			v.Lag = &lag
+		}
+		if v.Partitions, err = a.partitions(ctx, p); err != nil {
+			return nil, err
 		}
 		if rb, ok := rebuilds[p.Name]; ok {
 			v.Rebuild = viewRebuild(rb)

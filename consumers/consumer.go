@@ -6,6 +6,7 @@ package consumers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -22,8 +23,18 @@ import (
 
 // Options configures a Consumer.
 type Options struct {
-	ReadOptions               // what to read, batch bounds (one transaction each)
+	ReadOptions               // what to read (the partition's subjects), batch bounds (one transaction each)
 	StandbyPoll time.Duration // how often a standby tries for the lock (default 1s)
+	// Partition of Partitions is the part of the projection this consumer
+	// applies; Partitions 0 or 1 means the whole projection.
+	Partition, Partitions int
+	// Position tells where the partition's events end, to move an idle
+	// partition's checkpoint past other partitions' events. Needed when
+	// Partitions > 1.
+	Position Position
+	// Share, when set, limits this replica to its fair share of the
+	// partitions; nil takes every free one.
+	Share *Share
 	// DedupRetention is how long seen dedup keys are kept; swept while
 	// active. Zero keeps them forever.
 	DedupRetention time.Duration
@@ -34,10 +45,19 @@ type Options struct {
 	DrainTimeout time.Duration
 }
 
-// Consumer keeps one projection up to date. Run one in every replica: the
-// one holding the projection's advisory lock works, the others stand by.
+// Position reads where the stream and a partition's events end;
+// eventlog.Position is the implementation.
+type Position interface {
+	LastSeq(ctx context.Context) (uint64, error)
+	PartitionLastSeq(ctx context.Context, partition int) (uint64, error)
+}
+
+// Consumer keeps one partition of a projection up to date. Run one per
+// partition in every replica: the one holding the partition's advisory lock
+// works, the others stand by.
 type Consumer struct {
 	proj   projections.Projection
+	worker string
 	pool   *pgxpool.Pool
 	js     jetstream.JetStream
 	opts   Options
@@ -51,13 +71,24 @@ func New(proj projections.Projection, pool *pgxpool.Pool, js jetstream.JetStream
 	if opts.StandbyPoll <= 0 {
 		opts.StandbyPoll = time.Second
 	}
-	return &Consumer{proj: proj, pool: pool, js: js, opts: opts,
-		log: log.With().Str("projection", proj.Name).Logger()}
+	opts.Partitions = max(opts.Partitions, 1)
+	worker := projections.Worker(proj.Name, opts.Partition, opts.Partitions)
+	l := log.With().Str("projection", proj.Name)
+	if opts.Partitions > 1 {
+		l = l.Int("partition", opts.Partition)
+	}
+	return &Consumer{proj: proj, worker: worker, pool: pool, js: js, opts: opts, log: l.Logger()}
 }
 
-// SessionName is the application_name of a projection's consumer session,
-// to find it in pg_stat_activity.
-func SessionName(projection string) string { return "taskledger-consumer-" + projection }
+// SessionName is the application_name of a worker's consumer session, to
+// find it in pg_stat_activity (and, by its pid, its lock in pg_locks).
+func SessionName(worker string) string { return "taskledger-consumer-" + worker }
+
+// Projection is the name of the projection this consumer applies.
+func (c *Consumer) Projection() string { return c.proj.Name }
+
+// Partition is the partition this consumer applies.
+func (c *Consumer) Partition() int { return c.opts.Partition }
 
 // Active reports whether this consumer holds the lock and is applying.
 func (c *Consumer) Active() bool { return c.active.Load() }
@@ -72,11 +103,17 @@ func (c *Consumer) Run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		out.failed(c.log, err)
-		c.opts.Metrics.ConsumerRestarted(c.proj.Name)
+		pause := c.opts.StandbyPoll
+		if errors.Is(err, errHandOver) {
+			c.log.Info().Msg("another replica joined; handing this partition over")
+		} else {
+			out.failed(c.log, err)
+			c.opts.Metrics.ConsumerRestarted(c.proj.Name)
+			pause = out.backoff()
+		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(out.backoff()):
+		case <-time.After(pause):
 		}
 	}
 }
@@ -85,7 +122,7 @@ func (c *Consumer) Run(ctx context.Context) {
 // on that same session until an error: if the session dies, so does the
 // lock, and so does the work done under it.
 func (c *Consumer) runActive(ctx context.Context, out *outage) error {
-	conn, err := connectProjectionSession(ctx, c.pool, SessionName(c.proj.Name))
+	conn, err := connectProjectionSession(ctx, c.pool, SessionName(c.worker))
 	if err != nil {
 		return err
 	}
@@ -98,9 +135,15 @@ func (c *Consumer) runActive(ctx context.Context, out *outage) error {
 		return err
 	}
 	c.active.Store(true)
-	defer c.active.Store(false)
+	handedOver := false
+	defer func() {
+		c.active.Store(false)
+		if c.opts.Share != nil && !handedOver {
+			c.opts.Share.release(c.proj.Name)
+		}
+	}()
 
-	checkpoint, err := projections.Checkpoint(ctx, conn, c.proj.Name)
+	checkpoint, err := c.checkpoint(ctx, conn)
 	if err != nil {
 		return err
 	}
@@ -120,6 +163,10 @@ func (c *Consumer) runActive(ctx context.Context, out *outage) error {
 			}
 			nextSweep = time.Now().Add(time.Hour)
 		}
+		if c.opts.Share != nil && c.opts.Share.handOver(c.proj.Name, c.opts.Partitions) {
+			handedOver = true
+			return errHandOver
+		}
 		batch, err := reader.Next(ctx)
 		if err != nil {
 			return err
@@ -129,6 +176,9 @@ func (c *Consumer) runActive(ctx context.Context, out *outage) error {
 			return err
 		}
 		if len(batch.Entries) == 0 {
+			if err := c.passIdle(ctx, conn); err != nil {
+				return err
+			}
 			continue
 		}
 		// Finish the batch even when shutdown starts, within DrainTimeout.
@@ -183,18 +233,21 @@ func connectProjectionSession(ctx context.Context, pool *pgxpool.Pool, name stri
 	return conn, nil
 }
 
+// errHandOver ends a consumer's work on its partition so that a replica
+// below its fair share takes it.
+var errHandOver = errors.New("partition handed over")
+
+// waitForLock takes the worker's lock once this replica's share allows it
+// and no other replica holds it.
 func (c *Consumer) waitForLock(ctx context.Context, conn *pgx.Conn) error {
 	announced := false
 	for {
-		locked, err := projections.TryLockConsumer(ctx, conn, c.proj.Name)
-		if err != nil {
+		locked, err := c.tryLock(ctx, conn)
+		if err != nil || locked {
 			return err
 		}
-		if locked {
-			return nil
-		}
 		if !announced {
-			c.log.Info().Msg("another replica is applying this projection; standing by")
+			c.log.Info().Msg("another replica is applying this partition, or this replica has its share; standing by")
 			announced = true
 		}
 		select {
@@ -205,6 +258,53 @@ func (c *Consumer) waitForLock(ctx context.Context, conn *pgx.Conn) error {
 	}
 }
 
+func (c *Consumer) tryLock(ctx context.Context, conn *pgx.Conn) (bool, error) {
+	if c.opts.Share != nil && !c.opts.Share.take(c.proj.Name, c.opts.Partitions) {
+		return false, nil
+	}
+	locked, err := projections.TryLockConsumer(ctx, conn, c.worker)
+	if !locked && c.opts.Share != nil {
+		c.opts.Share.release(c.proj.Name)
+	}
+	return locked, err
+}
+
+// checkpoint reads the partition's checkpoint.
+func (c *Consumer) checkpoint(ctx context.Context, conn *pgx.Conn) (uint64, error) {
+	var seq uint64
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) (err error) {
+		seq, err = projections.LockPartition(ctx, tx, c.proj.Name, c.opts.Partition)
+		return err
+	})
+	return seq, err
+}
+
+// passIdle moves an idle partition's checkpoint to the stream's last
+// sequence when none of the partition's events lies between the two, so
+// that a caught-up partition's checkpoint says so. The stream's end is read
+// first: an event of the partition stored after it also counts as its
+// last, and then nothing moves.
+func (c *Consumer) passIdle(ctx context.Context, conn *pgx.Conn) error {
+	if c.opts.Partitions <= 1 {
+		return nil // the one partition reads every event
+	}
+	end, err := c.opts.Position.LastSeq(ctx)
+	if err != nil {
+		return err
+	}
+	last, err := c.opts.Position.PartitionLastSeq(ctx, c.opts.Partition)
+	if err != nil {
+		return err
+	}
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		checkpoint, err := projections.LockPartition(ctx, tx, c.proj.Name, c.opts.Partition)
+		if err != nil || last > checkpoint || end <= checkpoint {
+			return err
+		}
+		return projections.SetPartition(ctx, tx, c.proj.Name, c.opts.Partition, end)
+	})
+}
+
 // applyBatch applies the entries above the checkpoint in one transaction
 // that also moves the checkpoint to the last of them.
 func (c *Consumer) applyBatch(ctx context.Context, conn *pgx.Conn, entries []projections.Entry) error {
@@ -213,7 +313,7 @@ func (c *Consumer) applyBatch(ctx context.Context, conn *pgx.Conn, entries []pro
 	var applied int
 	var result projections.Applied
 	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		checkpoint, err := projections.LockCheckpoint(ctx, tx, c.proj.Name)
+		checkpoint, err := projections.LockPartition(ctx, tx, c.proj.Name, c.opts.Partition)
 		if err != nil {
 			return err
 		}
@@ -225,7 +325,7 @@ func (c *Consumer) applyBatch(ctx context.Context, conn *pgx.Conn, entries []pro
 		if result, err = c.proj.ApplyEntries(ctx, tx, c.proj.Name, fresh); err != nil {
 			return err
 		}
-		return projections.SetCheckpoint(ctx, tx, c.proj.Name, last)
+		return projections.SetPartition(ctx, tx, c.proj.Name, c.opts.Partition, last)
 	})
 	if err != nil {
 		return fmt.Errorf("apply batch ending at seq %d: %w", last, err)

@@ -47,7 +47,7 @@ func newTestStream(t *testing.T) *testStream {
 // stream sequence.
 func (s *testStream) publish(t *testing.T, body string) uint64 {
 	t.Helper()
-	subject := s.cfg.Subject("tallyfy")
+	subject := s.cfg.Subject("tallyfy", "")
 	var ack *jetstream.PubAck
 	var err error
 	if rec, invalid := eventlog.NewRecord("tallyfy", []byte(body), time.Now()); invalid != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/taskledger/taskledger/eventlog"
 	"github.com/taskledger/taskledger/projections"
 )
 
@@ -109,7 +110,9 @@ func (rb *Rebuilder) start(ctx context.Context, proj projections.Projection, ado
 			return nil, err
 		}
 	}
-	if err := proj.PrepareShadow(ctx, conn, info.State.LastSeq); err != nil {
+	// The shadow is split as the stream's events now are, which is how a
+	// rebuild changes the partition count.
+	if err := proj.PrepareShadow(ctx, conn, info.State.LastSeq, eventlog.StoredPartitions(info.Config)); err != nil {
 		return nil, err
 	}
 	deferred, err := proj.DropShadowIndexes(ctx, conn)

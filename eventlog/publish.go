@@ -45,7 +45,7 @@ func NewAppender(nc *nats.Conn, js jetstream.JetStream, stream jetstream.Stream,
 // waits for that one and answers its sequence as a duplicate. Errors wrap
 // ErrTooLarge (permanent) or ErrUnavailable (retry).
 func (a *Appender) Append(ctx context.Context, r Record) (Appended, error) {
-	msg := r.Message(a.cfg.Subject(r.Source))
+	msg := r.Message(a.cfg.Subject(r.Source, r.TaskID))
 	// The server refuses header plus body over max_payload; the stream
 	// (MaxMsgSize unset) and its 64 KiB header limit allow anything below.
 	if size, limit := int64(msg.Size()-len(msg.Subject)), a.nc.MaxPayload(); limit > 0 && size > limit {

@@ -31,6 +31,7 @@ const (
 // Record is one webhook event ready to append.
 type Record struct {
 	Source     string
+	TaskID     string // chooses the partition
 	Key        domain.DedupKey
 	Body       []byte
 	ReceivedAt time.Time
@@ -54,7 +55,7 @@ func NewRecord(source string, body []byte, receivedAt time.Time) (Record, error)
 	if err != nil {
 		return Record{}, err
 	}
-	return Record{Source: source, Key: key, Body: body, ReceivedAt: receivedAt}, nil
+	return Record{Source: source, TaskID: ev.TaskID, Key: key, Body: body, ReceivedAt: receivedAt}, nil
 }
 
 // Message is the NATS message that stores r on subject.

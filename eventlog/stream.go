@@ -2,32 +2,99 @@ package eventlog
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/taskledger/taskledger/domain"
 )
 
 // StreamConfig names the event stream and its retention.
 type StreamConfig struct {
 	Name            string        // stream name, e.g. TASK_EVENTS
-	SubjectPrefix   string        // events go to <prefix>.<source>
+	SubjectPrefix   string        // events go to <prefix>.<source>, or <prefix>.<partition>.<source>
 	DuplicateWindow time.Duration // Nats-Msg-Id window
 	MaxAge          time.Duration // 0 keeps every event
 	Replicas        int           // copies on a cluster; 0 means 1
+	// Partitions splits the events by task id into this many partitions,
+	// each on subjects of its own; 0 or 1 means one partition, on the
+	// unpartitioned subjects.
+	Partitions int
 }
 
-// Subject is the subject of events from source.
-func (c StreamConfig) Subject(source string) string { return c.SubjectPrefix + "." + source }
+// Subject is the subject of an event of taskID from source: with one
+// partition <prefix>.<source>, else <prefix>.<partition>.<source>.
+//
+// The partition is computed here, at ingest, rather than by a stream
+// subject transform (partition(n, …)): that would need the task id as a
+// subject token (escaped, and visible to everything that lists subjects)
+// and nats-server 2.10, and this way the function is ours, tested, and the
+// same on every server.
+func (c StreamConfig) Subject(source, taskID string) string {
+	if c.Partitions <= 1 {
+		return c.SubjectPrefix + "." + source
+	}
+	return c.SubjectPrefix + "." + strconv.Itoa(domain.Partition(taskID, c.Partitions)) + "." + source
+}
 
-// AllSubjects matches the events of every source: the stream's subjects,
-// and the filter of the consumers that read them all.
+// AllSubjects matches the events of every source and partition: the
+// stream's subjects, and the filter of a reader of them all.
 func (c StreamConfig) AllSubjects() string { return c.SubjectPrefix + ".>" }
+
+// PartitionSubjects are the filters of partition p's events. With one
+// partition that is every event. Partition 0 also takes events stored
+// without a partition token (<prefix>.<source>, by other tools), so that
+// every event belongs to exactly one partition.
+func (c StreamConfig) PartitionSubjects(p int) []string {
+	if c.Partitions <= 1 {
+		return []string{c.AllSubjects()}
+	}
+	own := c.SubjectPrefix + "." + strconv.Itoa(p) + ".*"
+	if p == 0 {
+		return []string{own, c.SubjectPrefix + ".*"}
+	}
+	return []string{own}
+}
+
+// metadataPartitions is the stream metadata key recording the partition
+// count the events were stored with.
+const metadataPartitions = "taskledger_partitions"
+
+// ErrPartitionsChanged is returned by EnsureStream when the stream was
+// created with another partition count.
+var ErrPartitionsChanged = errors.New("the partition count differs from the stream's")
 
 // EnsureStream creates the stream or updates it to match c. It is file
 // backed and keeps every event (unless MaxAge is set) so that projections
-// can be rebuilt from sequence 1.
+// can be rebuilt from sequence 1. It refuses, with ErrPartitionsChanged, a
+// stream that records another partition count: see Repartition.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (jetstream.Stream, error) {
+	return ensureStream(ctx, js, c, false)
+}
+
+// Repartition is EnsureStream that also changes the stream's recorded
+// partition count to c's. Events stored before stay on their subjects;
+// every projection must then be rebuilt, and every replica use the new
+// count.
+func Repartition(ctx context.Context, js jetstream.JetStream, c StreamConfig) (jetstream.Stream, error) {
+	return ensureStream(ctx, js, c, true)
+}
+
+func ensureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig, repartition bool) (jetstream.Stream, error) {
+	want := max(c.Partitions, 1)
+	if !repartition {
+		if s, err := js.Stream(ctx, c.Name); err == nil {
+			if had := StoredPartitions(s.CachedInfo().Config); had != want {
+				return nil, fmt.Errorf("%w: stream %s holds events in %d partition(s), and %d are configured "+
+					"(TASKLEDGER_PARTITIONS): changing the count needs a rebuild of every projection; stop every "+
+					"replica, then run `taskledger replay --all` with TASKLEDGER_PARTITIONS=%d",
+					ErrPartitionsChanged, c.Name, had, want, want)
+			}
+		}
+	}
 	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        c.Name,
 		Description: "taskledger webhook events",
@@ -39,9 +106,23 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (
 		Duplicates:  c.DuplicateWindow,
 		Replicas:    c.Replicas,
 		AllowDirect: true,
+		Metadata:    map[string]string{metadataPartitions: strconv.Itoa(want)},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create or update stream %s: %w (is JetStream enabled on the server?)", c.Name, err)
 	}
+	if got := StoredPartitions(s.CachedInfo().Config); got != want {
+		return nil, fmt.Errorf("stream %s did not record its %d partitions: partitions need nats-server 2.10 or later", c.Name, want)
+	}
 	return s, nil
+}
+
+// StoredPartitions is the partition count a stream records; 1 when it
+// records none (streams from before partitions).
+func StoredPartitions(cfg jetstream.StreamConfig) int {
+	n, err := strconv.Atoi(cfg.Metadata[metadataPartitions])
+	if err != nil || n < 1 {
+		return 1
+	}
+	return n
 }

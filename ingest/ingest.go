@@ -132,7 +132,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), h.opts.PublishTimeout)
 	defer cancel()
 	appended, err := h.append(ctx, eventlog.Record{
-		Source: src.Name, Key: key, Body: body, ReceivedAt: h.opts.Now(), RequestHeaders: stored, Signature: sig,
+		Source: src.Name, TaskID: ev.TaskID, Key: key, Body: body, ReceivedAt: h.opts.Now(), RequestHeaders: stored, Signature: sig,
 	})
 	if errors.Is(err, eventlog.ErrTooLarge) {
 		httpjson.Error(w, http.StatusRequestEntityTooLarge, httpjson.CodeBodyTooLarge, err.Error())

@@ -41,6 +41,7 @@ func startReplicaProcess(t *testing.T, name string, cfg config.Config) *replicaP
 		"TASKLEDGER_STREAM_REPLICAS=" + strconv.Itoa(cfg.StreamReplicas),
 		"TASKLEDGER_PUBLISH_TIMEOUT=" + cfg.PublishTimeout.String(),
 		"TASKLEDGER_BATCH_SIZE=" + strconv.Itoa(cfg.BatchSize),
+		"TASKLEDGER_PARTITIONS=" + strconv.Itoa(cfg.Partitions),
 		"TASKLEDGER_LOG_LEVEL=info",
 	}
 	r := &replicaProcess{Process: testenv.NewProcess(t, name, bin, []string{"serve"}, env), url: "http://" + addr}
@@ -231,7 +232,8 @@ func readStream(t *testing.T, js jetstream.JetStream, stream string, last uint64
 
 // TestClusterFailoverUnderLoad kills the stream leader's nats-server and
 // then a taskledger replica, each with SIGKILL, while webhooks keep
-// arriving, and restarts both. Every acknowledged event must be stored and
+// arriving, and restarts both. The replicas share four partitions of each
+// projection. Every acknowledged event must be stored and
 // projected exactly once; no answer may be a 2xx for an event the stream
 // does not hold; the only failures allowed are 503 with Retry-After (and
 // refused connections to the killed replica).
@@ -241,7 +243,7 @@ func TestClusterFailoverUnderLoad(t *testing.T) {
 	env := testenv.New(t)
 	cfg := env.Config()
 	onCluster(cluster)(&cfg)
-	cfg.BatchSize = 100
+	cfg.BatchSize, cfg.Partitions = 100, 4
 	_, js := testenv.ConnectURL(t, cluster.URLs())
 	replicas := []*replicaProcess{startReplicaProcess(t, "replica-a", cfg), startReplicaProcess(t, "replica-b", cfg)}
 
@@ -329,16 +331,31 @@ func TestClusterFailoverUnderLoad(t *testing.T) {
 	last := info.State.LastSeq
 	for _, r := range replicas {
 		r.waitReady(t)
+		var status any
+		defer func() {
+			if t.Failed() {
+				t.Logf("last answer of %s/v1/projections: %+v", r.url, status)
+			}
+		}()
 		eventually(t, r.Name+" to report every projection caught up", func() bool {
 			var body struct {
 				Projections []struct {
 					Checkpoint uint64 `json:"checkpoint"`
+					Partitions []struct {
+						Active bool `json:"active"`
+					} `json:"partitions"`
 				} `json:"projections"`
 			}
 			getJSON(t, r.url+"/v1/projections", &body)
+			status = body
 			for _, p := range body.Projections {
-				if p.Checkpoint != last {
+				if p.Checkpoint != last || len(p.Partitions) != cfg.Partitions {
 					return false
+				}
+				for _, part := range p.Partitions {
+					if !part.Active {
+						return false
+					}
 				}
 			}
 			return len(body.Projections) == len(projections.Every)

@@ -64,9 +64,16 @@ func setupRunning(t testing.TB, adjust func(*config.Config)) *bundle {
 // worker replica would. Its consumers are not started.
 func (b *bundle) replica(t testing.TB) *bundle {
 	t.Helper()
-	svc, url := openService(t, b.cfg)
+	return b.reopen(t, b.cfg)
+}
+
+// reopen opens another taskledger with cfg on b's database and stream.
+// Its consumers are not started.
+func (b *bundle) reopen(t testing.TB, cfg config.Config) *bundle {
+	t.Helper()
+	svc, url := openService(t, cfg)
 	r := *b
-	r.svc, r.url = svc, url
+	r.cfg, r.svc, r.url = cfg, svc, url
 	return &r
 }
 
@@ -77,12 +84,12 @@ func openService(t testing.TB, cfg config.Config) (*service.Service, string) {
 	return openServiceWith(t, cfg, testLogger(t))
 }
 
-// openServiceWith is openService logging to log.
-func openServiceWith(t testing.TB, cfg config.Config, log zerolog.Logger) (*service.Service, string) {
+// openServiceWith is openService logging to log, with options.
+func openServiceWith(t testing.TB, cfg config.Config, log zerolog.Logger, opts ...service.Option) (*service.Service, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	svc, err := service.Open(ctx, cfg, log)
+	svc, err := service.Open(ctx, cfg, log, opts...)
 	if err != nil {
 		t.Fatalf("open service: %v", err)
 	}

@@ -482,14 +482,34 @@ func TestQueryAPI(t *testing.T) {
 	})
 }
 
-// consumerSessions names the Postgres sessions of every projection's
-// consumer.
-func consumerSessions() []string {
+// consumerSessions names the Postgres sessions of every partition's
+// consumer of every projection.
+func (b *bundle) consumerSessions() []string {
 	var names []string
 	for _, p := range projections.Every {
-		names = append(names, consumers.SessionName(p.Name))
+		names = append(names, workerSessions(p.Name, b.cfg.Partitions)...)
 	}
 	return names
+}
+
+// workerSessions names the consumer sessions of a projection's partitions.
+func workerSessions(projection string, partitions int) []string {
+	var names []string
+	for p := range partitions {
+		names = append(names, consumers.SessionName(projections.Worker(projection, p, partitions)))
+	}
+	return names
+}
+
+// forPartitions runs test with one partition and with four, as parallel
+// subtests.
+func forPartitions(t *testing.T, test func(t *testing.T, partitions int)) {
+	for _, n := range []int{1, 4} {
+		t.Run(fmt.Sprintf("partitions=%d", n), func(t *testing.T) {
+			t.Parallel()
+			test(t, n)
+		})
+	}
 }
 
 // Conditions on pg_stat_activity for countSessions and killSessions.
@@ -525,7 +545,7 @@ func (b *bundle) killSessions(cond string, names ...string) (int, error) {
 // at most limit and kills those it catches; it returns how many.
 func (b *bundle) killInTransaction(t *testing.T, limit time.Duration) int {
 	for deadline := time.Now().Add(limit); time.Now().Before(deadline); {
-		n, err := b.killSessions(inTransaction, consumerSessions()...)
+		n, err := b.killSessions(inTransaction, b.consumerSessions()...)
 		if err != nil {
 			t.Errorf("kill consumer sessions: %v", err)
 			return 0
@@ -561,11 +581,15 @@ func (b *bundle) lockCheckpoint(t *testing.T, projection string) (release func()
 
 func TestFailedBatchWithLaterEventsInFlightSkipsNothing(t *testing.T) {
 	t.Parallel()
-	b := setupRunning(t, func(c *config.Config) { c.BatchSize = 5 })
+	forPartitions(t, testFailedBatchWithLaterEventsInFlightSkipsNothing)
+}
+
+func testFailedBatchWithLaterEventsInFlightSkipsNothing(t *testing.T, partitions int) {
+	b := setupRunning(t, func(c *config.Config) { c.BatchSize, c.Partitions = 5, partitions })
 	bodies, want := shuffledCompletions("trap", 8, 5, 1)
 	rounds := slices.Collect(slices.Chunk(bodies, 10))
 	all := projections.ForPolicy(domain.PolicyAll)
-	session := consumers.SessionName(all.Name)
+	session := workerSessions(all.Name, partitions)
 
 	b.ingest(t, rounds[0])
 	b.waitApplied(t, b.lastSeq(t))
@@ -573,10 +597,10 @@ func TestFailedBatchWithLaterEventsInFlightSkipsNothing(t *testing.T) {
 	release := b.lockCheckpoint(t, all.Name)
 	b.ingest(t, rounds[1])
 	eventually(t, "the consumer's batch to block on the checkpoint", func() bool {
-		return b.countSessions(t, waitingForTheLock, session) > 0
+		return b.countSessions(t, waitingForTheLock, session...) > 0
 	})
 	b.ingest(t, rounds[2]) // stored after the blocked batch, delivered only later
-	killed, err := b.killSessions(anySession, session)
+	killed, err := b.killSessions(anySession, session...)
 	if err != nil || killed == 0 {
 		t.Fatalf("kill the blocked consumer session: ended %d, %v", killed, err)
 	}
@@ -588,11 +612,15 @@ func TestFailedBatchWithLaterEventsInFlightSkipsNothing(t *testing.T) {
 
 func TestKilledDatabaseSessionsLoseNothing(t *testing.T) {
 	t.Parallel()
-	b := setupRunning(t, func(c *config.Config) { c.BatchSize = 20 })
+	forPartitions(t, testKilledDatabaseSessionsLoseNothing)
+}
+
+func testKilledDatabaseSessionsLoseNothing(t *testing.T, partitions int) {
+	b := setupRunning(t, func(c *config.Config) { c.BatchSize, c.Partitions = 20, partitions })
 	bodies, want := shuffledCompletions("killed", 50, 6, 2)
 	bodies = append(bodies, bodies[:30]...) // sender retries
 	eventually(t, "every consumer to open its session", func() bool {
-		return b.countSessions(t, anySession, consumerSessions()...) == len(projections.Every)
+		return b.countSessions(t, anySession, b.consumerSessions()...) == len(projections.Every)*partitions
 	})
 
 	// Each round kills consumer sessions while a part of the traffic is
@@ -602,7 +630,7 @@ func TestKilledDatabaseSessionsLoseNothing(t *testing.T) {
 	var idle, midBatch int
 	for round, part := range slices.Collect(slices.Chunk(bodies, 60)) {
 		if round%2 == 0 {
-			n, err := b.killSessions(anySession, consumerSessions()...)
+			n, err := b.killSessions(anySession, b.consumerSessions()...)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -14,6 +14,16 @@ const (
 	lockClassRebuild  = 7_302 // held by the one running rebuild of a projection
 )
 
+// Worker names the consumer of partition p of n of a projection: the
+// projection's name when it is not partitioned, else name/p. Its consumer
+// lock is taken under that name.
+func Worker(projection string, p, n int) string {
+	if n <= 1 {
+		return projection
+	}
+	return fmt.Sprintf("%s/%d", projection, p)
+}
+
 // ErrRebuildRunning is returned when the projection is already being rebuilt.
 var ErrRebuildRunning = errors.New("a rebuild of this projection is already running")
 
@@ -22,6 +32,20 @@ var ErrRebuildRunning = errors.New("a rebuild of this projection is already runn
 // applying the projection.
 func TryLockConsumer(ctx context.Context, db DB, name string) (bool, error) {
 	return tryLock(ctx, db, lockClassConsumer, name)
+}
+
+// ConsumerLockHeld reports whether some session holds name's consumer
+// lock in the database behind db.
+func ConsumerLockHeld(ctx context.Context, db DB, name string) (bool, error) {
+	var held bool
+	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+		AND objsubid = 2 AND classid = $1::int::oid AND objid = hashtext($2)::oid
+		AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))`,
+		lockClassConsumer, name).Scan(&held)
+	if err != nil {
+		return false, fmt.Errorf("read the consumer lock of %s: %w", name, err)
+	}
+	return held, nil
 }
 
 // LockRebuild takes name's rebuild lock on the session db, or returns

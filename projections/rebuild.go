@@ -17,14 +17,18 @@ func (p Projection) ShadowSchema() string { return p.Name + "_rebuild" }
 
 func (p Projection) retiredSchema() string { return p.Name + "_retired" }
 
-// PrepareShadow drops what a previous, unfinished rebuild left and creates
-// an empty shadow schema, and records the rebuild as started.
-func (p Projection) PrepareShadow(ctx context.Context, db DB, targetSeq uint64) error {
+// PrepareShadow drops what a previous, unfinished rebuild left, creates an
+// empty shadow schema with checkpoints for the given number of partitions,
+// and records the rebuild as started.
+func (p Projection) PrepareShadow(ctx context.Context, db DB, targetSeq uint64, partitions int) error {
 	shadow := pgx.Identifier{p.ShadowSchema()}.Sanitize()
 	if _, err := db.Exec(ctx, "DROP SCHEMA IF EXISTS "+shadow+" CASCADE"); err != nil {
 		return fmt.Errorf("drop old shadow schema: %w", err)
 	}
 	if err := p.createSchema(ctx, db, p.ShadowSchema()); err != nil {
+		return err
+	}
+	if err := SplitCheckpoint(ctx, db, p.ShadowSchema(), max(partitions, 1)); err != nil {
 		return err
 	}
 	_, err := db.Exec(ctx, `INSERT INTO projection_rebuilds (projection, target_seq) VALUES ($1, $2)
@@ -98,7 +102,9 @@ func (p Projection) RecordFailure(ctx context.Context, db DB, cause error) error
 // them exclusively: taking the whole checkpoint table exclusively first,
 // rather than its row, means a live writer (whose first statement is
 // LockCheckpoint) queues before touching any of the projection's tables
-// and so never holds a lock the swap then waits for.
+// and so never holds a lock the swap then waits for. Of a partitioned
+// projection it returns the furthest partition's checkpoint: the shadow
+// must hold everything any partition applied.
 func (p Projection) LockLive(ctx context.Context, tx DB) (uint64, error) {
 	var exists bool
 	if err := tx.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", table(p.Name, "checkpoint")).Scan(&exists); err != nil || !exists {
@@ -107,7 +113,7 @@ func (p Projection) LockLive(ctx context.Context, tx DB) (uint64, error) {
 	if _, err := tx.Exec(ctx, "LOCK TABLE "+table(p.Name, "checkpoint")+" IN ACCESS EXCLUSIVE MODE"); err != nil {
 		return 0, fmt.Errorf("lock checkpoint table of %s: %w", p.Name, err)
 	}
-	return Checkpoint(ctx, tx, p.Name)
+	return LockCheckpoint(ctx, tx, p.Name)
 }
 
 // SwapShadow makes the shadow schema live, in tx. The caller must hold the

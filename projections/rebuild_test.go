@@ -20,7 +20,7 @@ func TestSwapWithALiveWriterWaitingDoesNotDeadlock(t *testing.T) {
 	ctx := context.Background()
 	pool := testenv.NewMigratedPool(t)
 	p := projections.All[0]
-	if err := p.PrepareShadow(ctx, pool, 0); err != nil {
+	if err := p.PrepareShadow(ctx, pool, 0, 1); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := pool.Exec(ctx, "UPDATE "+p.ShadowSchema()+".checkpoint SET last_seq = 7"); err != nil {

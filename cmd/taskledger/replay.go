@@ -17,17 +17,22 @@ import (
 )
 
 // replay rebuilds one projection from the stream, blue/green, while any
-// running service keeps serving the live tables; or, with --adopt-stream,
-// rebuilds every projection from a stream the database does not follow yet
-// and makes it follow that one.
+// running service keeps serving the live tables; with --all, every
+// projection, which is also how the partition count changes (the stream
+// then records the configured count, and every projection is split into
+// that many partitions); or, with --adopt-stream, every projection from a
+// stream the database does not follow yet, which it then follows.
 func replay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var name string
-	var adopt bool
+	var all, adopt bool
 	cmd := command{name: "replay", about: "Rebuilds a projection from the stream, blue/green, while the service keeps serving; " +
+		"with --all, every projection, taking the configured partitions; " +
 		"with --adopt-stream, every projection from the stream configured, which the database then follows.",
-		settings: []string{"database-url", "nats-url", "data-dir", "embedded-nats-addr", "stream", "subject-prefix", "batch-size", "log-level"}}
+		settings: []string{"database-url", "nats-url", "data-dir", "embedded-nats-addr", "stream", "subject-prefix", "batch-size", "partitions", "log-level"}}
 	cfg, positional, err := load(cmd, args, stdout, func(fs *flag.FlagSet) {
 		fs.StringVar(&name, "projection", "", "projection to rebuild: "+projectionNames())
+		fs.BoolVar(&all, "all", false, "rebuild every projection, split into the configured partitions "+
+			"(stop every taskledger serve first when the partition count changes)")
 		fs.BoolVar(&adopt, "adopt-stream", false, "rebuild every projection from the stream this configuration "+
 			"reaches and make the database follow it (stop every taskledger serve on this database first)")
 	})
@@ -35,8 +40,9 @@ func replay(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	proj, ok := projections.ByName(name)
-	if (ok == adopt) || len(positional) > 0 {
-		return fmt.Errorf("usage: taskledger replay --projection NAME (one of %s), or taskledger replay --adopt-stream", projectionNames())
+	if btoi(ok)+btoi(all)+btoi(adopt) != 1 || len(positional) > 0 {
+		return fmt.Errorf("usage: taskledger replay --projection NAME (one of %s), taskledger replay --all, "+
+			"or taskledger replay --adopt-stream", projectionNames())
 	}
 	log := newLogger(cfg.LogLevel, stderr)
 	var bar *progressLine
@@ -53,11 +59,15 @@ func replay(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("data directory %s holds no stream %s: run replay where `taskledger serve` keeps its data "+
 			"(TASKLEDGER_DATA_DIR, --data-dir), or while the service runs", cfg.DataDir, cfg.Stream)
 	}
-	open := service.Open
-	if adopt {
-		open = service.OpenToAdopt
+	var svc *service.Service
+	switch {
+	case adopt:
+		svc, err = service.OpenToAdopt(ctx, cfg, log)
+	case all:
+		svc, err = service.Open(ctx, cfg, log, service.Repartition())
+	default:
+		svc, err = service.Open(ctx, cfg, log)
 	}
-	svc, err := open(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -71,9 +81,16 @@ func replay(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			}
 		}
 	}
-	if adopt {
+	switch {
+	case adopt:
 		err = svc.AdoptStream(ctx, report)
-	} else {
+	case all:
+		for _, p := range projections.Every {
+			if err = rebuild(ctx, svc, p, report); err != nil {
+				break
+			}
+		}
+	default:
 		err = rebuild(ctx, svc, proj, report)
 	}
 	if errors.Is(err, context.Canceled) {
@@ -88,6 +105,13 @@ func rebuild(ctx context.Context, svc *service.Service, proj projections.Project
 		return err
 	}
 	return rb.Run(ctx, report)
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func projectionNames() string {

@@ -68,6 +68,11 @@ type Config struct {
 	// StreamReplicas is the stream's replica count on a NATS cluster
 	// (TASKLEDGER_STREAM_REPLICAS, default 1): 1, 3 or 5.
 	StreamReplicas int
+	// Partitions splits each projection into this many partitions by task
+	// id (TASKLEDGER_PARTITIONS, default 1, at most MaxPartitions): each has
+	// its own checkpoint and worker, and the replicas share them. The stream
+	// records the count; changing it needs a rebuild of every projection.
+	Partitions int
 	// Sources, when non-empty, is the allowlist of webhook sources
 	// (TASKLEDGER_SOURCES, comma separated); other sources get 404. They
 	// accept unsigned deliveries: SourcesFile configures signatures.
@@ -94,6 +99,10 @@ type Config struct {
 	ShutdownTimeout time.Duration
 }
 
+// MaxPartitions bounds Config.Partitions: every partition of every
+// projection holds a Postgres session while it works.
+const MaxPartitions = 64
+
 // Default returns the documented defaults.
 func Default() Config {
 	return Config{
@@ -108,6 +117,7 @@ func Default() Config {
 		SubjectPrefix:    "taskledger.events",
 		DuplicateWindow:  2 * time.Minute,
 		StreamReplicas:   1,
+		Partitions:       1,
 		MaxBodyBytes:     1 << 20,
 		PublishTimeout:   5 * time.Second,
 		ShutdownTimeout:  30 * time.Second,
@@ -217,6 +227,7 @@ func (c *Config) settings() []setting {
 		{"duplicate-window", "JetStream duplicate window", (*durationValue)(&c.DuplicateWindow)},
 		{"stream-max-age", "drop events older than this; 0 keeps all", (*durationValue)(&c.StreamMaxAge)},
 		{"stream-replicas", "stream replicas on a NATS cluster: 1, 3 or 5", numberValue[int]{&c.StreamReplicas}},
+		{"partitions", "projection partitions by task id, 1 to 64; changing it needs taskledger replay --all", numberValue[int]{&c.Partitions}},
 		{"sources", "comma-separated allowed webhook sources; empty allows any", (*listValue)(&c.Sources)},
 		{"max-body-bytes", "largest accepted webhook body", numberValue[int64]{&c.MaxBodyBytes}},
 		{"publish-timeout", "wait for JetStream's ack before answering 503", (*durationValue)(&c.PublishTimeout)},
@@ -267,6 +278,9 @@ func (c Config) Validate() error {
 	}
 	if c.StreamReplicas != 1 && c.StreamReplicas != 3 && c.StreamReplicas != 5 {
 		bad("stream-replicas", "%d: want 1, 3 or 5 (an even count adds no fault tolerance)", c.StreamReplicas)
+	}
+	if c.Partitions < 1 || c.Partitions > MaxPartitions {
+		bad("partitions", "%d: want 1 to %d", c.Partitions, MaxPartitions)
 	}
 	for _, s := range c.Sources {
 		if !domain.ValidSource(s) {

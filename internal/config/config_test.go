@@ -37,6 +37,8 @@ func TestValidateNamesEachBadSetting(t *testing.T) {
 		{"max age under window", func(c *Config) { c.StreamMaxAge = time.Second }, "stream-max-age"},
 		{"replicas", func(c *Config) { c.StreamReplicas = 7 }, "stream-replicas"},
 		{"even replicas", func(c *Config) { c.StreamReplicas = 2 }, "stream-replicas"},
+		{"no partitions", func(c *Config) { c.Partitions = 0 }, "partitions"},
+		{"too many partitions", func(c *Config) { c.Partitions = MaxPartitions + 1 }, "partitions"},
 		{"source", func(c *Config) { c.Sources = []string{"Bad.Source"} }, "sources"},
 		{"sources twice", func(c *Config) { c.Sources, c.SourcesFile = []string{"a"}, "sources.yaml" }, "sources-file"},
 		{"body limit", func(c *Config) { c.MaxBodyBytes = 0 }, "max-body-bytes"},

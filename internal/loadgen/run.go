@@ -61,7 +61,7 @@ func PublishCeiling(ctx context.Context, js jetstream.JetStream, like eventlog.S
 	var publishErr error
 	var mu sync.Mutex
 	r := TimeConcurrently(len(msgs), senders, func(i int) {
-		if _, err := js.PublishMsg(ctx, msgs[i].Message(scratch.Subject("bench"))); err != nil {
+		if _, err := js.PublishMsg(ctx, msgs[i].Message(scratch.Subject("bench", msgs[i].TaskID))); err != nil {
 			mu.Lock()
 			publishErr = err
 			mu.Unlock()

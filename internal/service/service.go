@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -54,6 +55,7 @@ type Service struct {
 	sources      *sources.Set
 
 	consumers  []*consumers.Consumer
+	share      *consumers.Share
 	rebuilder  *consumers.Rebuilder
 	background context.Context // ends at Close
 	stop       context.CancelFunc
@@ -63,22 +65,37 @@ type Service struct {
 // batchBytes bounds a live batch in memory; a rebuild's is four times this.
 const batchBytes = 4 << 20
 
+// Option changes how Open prepares the service.
+type Option func(*options)
+
+type options struct{ verifyStream, repartition bool }
+
+// Repartition lets Open change the partition count the stream records to
+// the configured one, for a rebuild of every projection (taskledger replay
+// --all); without it, Open refuses a stream or projections kept with
+// another count.
+func Repartition() Option { return func(o *options) { o.repartition = true } }
+
 // Open connects to (or starts) NATS, declares the stream, opens the
 // database, applies migrations, checks that the database follows this very
 // stream and builds the HTTP handler. Every failure says what to do about
 // it; a database that follows another stream is a
 // *projections.StreamMismatchError.
-func Open(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Service, error) {
-	return open(ctx, cfg, log, true)
+func Open(ctx context.Context, cfg config.Config, log zerolog.Logger, opts ...Option) (*Service, error) {
+	o := options{verifyStream: true}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return open(ctx, cfg, log, o)
 }
 
 // OpenToAdopt is Open for a database that may follow another stream: use it
 // only to rebuild every projection with AdoptStream.
 func OpenToAdopt(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Service, error) {
-	return open(ctx, cfg, log, false)
+	return open(ctx, cfg, log, options{})
 }
 
-func open(ctx context.Context, cfg config.Config, log zerolog.Logger, verifyStream bool) (_ *Service, err error) {
+func open(ctx context.Context, cfg config.Config, log zerolog.Logger, o options) (_ *Service, err error) {
 	sourceSet, err := cfg.SourceSet()
 	if err != nil {
 		return nil, err
@@ -103,7 +120,11 @@ func open(ctx context.Context, cfg config.Config, log zerolog.Logger, verifyStre
 	if s.js, err = jetstream.New(s.nc); err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	if s.stream, err = eventlog.EnsureStream(ctx, s.js, s.streamConfig()); err != nil {
+	ensure := eventlog.EnsureStream
+	if o.repartition {
+		ensure = eventlog.Repartition
+	}
+	if s.stream, err = ensure(ctx, s.js, s.streamConfig()); err != nil {
 		return nil, err
 	}
 	if s.pool, err = postgres.Open(ctx, cfg.DatabaseURL, log); err != nil {
@@ -112,8 +133,13 @@ func open(ctx context.Context, cfg config.Config, log zerolog.Logger, verifyStre
 	if err := migrate(ctx, s.pool, log); err != nil {
 		return nil, err
 	}
-	if verifyStream {
+	if o.verifyStream {
 		if err := s.verifyStream(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if !o.repartition {
+		if err := s.ensurePartitions(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -144,14 +170,23 @@ func open(ctx context.Context, cfg config.Config, log zerolog.Logger, verifyStre
 		Wait:     time.Second,
 		Linger:   5 * time.Millisecond,
 	}
+	s.share = consumers.NewShare(s.pool, time.Second, log)
 	for _, p := range projections.Every {
-		s.consumers = append(s.consumers, consumers.New(p, s.pool, s.js, consumers.Options{
-			ReadOptions:    read,
-			StandbyPoll:    time.Second,
-			DedupRetention: cfg.DedupRetention,
-			Metrics:        s.metrics,
-			DrainTimeout:   cfg.ShutdownTimeout,
-		}, log))
+		for part := range cfg.Partitions {
+			partRead := read
+			partRead.Subjects = s.streamConfig().PartitionSubjects(part)
+			s.consumers = append(s.consumers, consumers.New(p, s.pool, s.js, consumers.Options{
+				ReadOptions:    partRead,
+				StandbyPoll:    time.Second,
+				Partition:      part,
+				Partitions:     cfg.Partitions,
+				Position:       s.position(),
+				Share:          s.share,
+				DedupRetention: cfg.DedupRetention,
+				Metrics:        s.metrics,
+				DrainTimeout:   cfg.ShutdownTimeout,
+			}, log))
+		}
 	}
 	rebuild := read
 	rebuild.MaxCount = max(cfg.BatchSize, 5000)
@@ -183,10 +218,26 @@ func (s *Service) Start() {
 		s.log.Info().Str("role", s.cfg.Role).Msg("projection consumers not started")
 		return
 	}
+	s.running.Go(func() { s.share.Run(s.background) })
 	for _, c := range s.consumers {
 		s.running.Go(func() { c.Run(s.background) })
 	}
 }
+
+// ensurePartitions makes every projection keep one checkpoint per
+// configured partition, refusing projections kept with another count.
+func (s *Service) ensurePartitions(ctx context.Context) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		for _, p := range projections.Every {
+			if err := projections.EnsurePartitions(ctx, tx, p.Name, s.cfg.Partitions); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (s *Service) position() eventlog.Position { return eventlog.NewPosition(s.js, s.streamConfig()) }
 
 // Rebuilder rebuilds projections from the stream.
 func (s *Service) Rebuilder() *consumers.Rebuilder { return s.rebuilder }
@@ -271,6 +322,7 @@ func (s *Service) streamConfig() eventlog.StreamConfig {
 		DuplicateWindow: s.cfg.DuplicateWindow,
 		MaxAge:          s.cfg.StreamMaxAge,
 		Replicas:        s.cfg.StreamReplicas,
+		Partitions:      s.cfg.Partitions,
 	}
 }
 
@@ -444,6 +496,14 @@ func (s *Service) Lag(ctx context.Context) (uint64, error) {
 	}
 	return projections.Lag(ctx, s.pool, last)
 }
+
+// PartitionLastSeq is the sequence of partition's last event, 0 for none.
+func (s *Service) PartitionLastSeq(ctx context.Context, partition int) (uint64, error) {
+	return s.position().PartitionLastSeq(ctx, partition)
+}
+
+// Config is the service's configuration.
+func (s *Service) Config() config.Config { return s.cfg }
 
 // Pool is the database pool.
 func (s *Service) Pool() *pgxpool.Pool { return s.pool }

@@ -1,0 +1,73 @@
+package eventlog
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Position reads where the stream and its partitions end.
+type Position struct {
+	js  jetstream.JetStream
+	cfg StreamConfig
+}
+
+// NewPosition reads positions of the stream described by cfg.
+func NewPosition(js jetstream.JetStream, cfg StreamConfig) Position {
+	return Position{js: js, cfg: cfg}
+}
+
+// LastSeq is the stream's last sequence.
+func (p Position) LastSeq(ctx context.Context) (uint64, error) {
+	s, err := p.js.Stream(ctx, p.cfg.Name)
+	if err != nil {
+		return 0, fmt.Errorf("read stream %s: %w", p.cfg.Name, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("read stream %s: %w", p.cfg.Name, err)
+	}
+	return info.State.LastSeq, nil
+}
+
+// PartitionLastSeq is the sequence of partition part's last event, 0 when it
+// has none.
+func (p Position) PartitionLastSeq(ctx context.Context, part int) (uint64, error) {
+	var last uint64
+	for _, subject := range p.cfg.PartitionSubjects(part) {
+		seq, err := p.lastSeqOn(ctx, subject)
+		if err != nil {
+			return 0, err
+		}
+		last = max(last, seq)
+	}
+	return last, nil
+}
+
+// lastSeqOn asks the stream for its last message on subject, wildcards
+// allowed (which the direct get API does not take in its subject).
+func (p Position) lastSeqOn(ctx context.Context, subject string) (uint64, error) {
+	req, _ := json.Marshal(map[string]string{"last_by_subj": subject})
+	msg, err := p.js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+p.cfg.Name, req)
+	if err != nil {
+		return 0, fmt.Errorf("read last event on %s: %w", subject, err)
+	}
+	var resp struct {
+		Message struct {
+			Seq uint64 `json:"seq"`
+		} `json:"message"`
+		Error *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return 0, fmt.Errorf("read last event on %s: %w", subject, err)
+	}
+	if resp.Error != nil {
+		if resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("read last event on %s: %w", subject, resp.Error)
+	}
+	return resp.Message.Seq, nil
+}
