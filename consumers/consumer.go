@@ -63,6 +63,9 @@ type Consumer struct {
 	opts   Options
 	log    zerolog.Logger
 	active atomic.Bool
+	// known is the checkpoint as this consumer last read or wrote it; its
+	// reader has delivered everything up to it. Used by Run's goroutine only.
+	known uint64
 }
 
 // New returns a consumer of proj.
@@ -147,6 +150,7 @@ func (c *Consumer) runActive(ctx context.Context, out *outage) error {
 	if err != nil {
 		return err
 	}
+	c.known = checkpoint
 	reader, err := OpenReader(ctx, c.js, c.opts.ReadOptions, checkpoint+1)
 	if err != nil {
 		return err
@@ -296,13 +300,32 @@ func (c *Consumer) passIdle(ctx context.Context, conn *pgx.Conn) error {
 	if err != nil {
 		return err
 	}
-	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		checkpoint, err := projections.LockPartition(ctx, tx, c.proj.Name, c.opts.Partition)
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		checkpoint, err := c.lockPartition(ctx, tx)
 		if err != nil || last > checkpoint || end <= checkpoint {
 			return err
 		}
 		return projections.SetPartition(ctx, tx, c.proj.Name, c.opts.Partition, end)
 	})
+	if err == nil && last <= c.known {
+		c.known = max(c.known, end)
+	}
+	return err
+}
+
+// errCheckpointBehind reports a checkpoint below what this consumer
+// applied: a rebuild swapped in tables that end earlier. Its reader is past
+// events the new tables lack, so it must start again from the checkpoint.
+var errCheckpointBehind = errors.New("checkpoint moved back; reading again from it")
+
+// lockPartition locks the partition's checkpoint for a write, failing with
+// errCheckpointBehind when it is below what this consumer knows.
+func (c *Consumer) lockPartition(ctx context.Context, tx pgx.Tx) (uint64, error) {
+	checkpoint, err := projections.LockPartition(ctx, tx, c.proj.Name, c.opts.Partition)
+	if err == nil && checkpoint < c.known {
+		err = fmt.Errorf("%w: %d, after %d", errCheckpointBehind, checkpoint, c.known)
+	}
+	return checkpoint, err
 }
 
 // applyBatch applies the entries above the checkpoint in one transaction
@@ -313,7 +336,7 @@ func (c *Consumer) applyBatch(ctx context.Context, conn *pgx.Conn, entries []pro
 	var applied int
 	var result projections.Applied
 	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		checkpoint, err := projections.LockPartition(ctx, tx, c.proj.Name, c.opts.Partition)
+		checkpoint, err := c.lockPartition(ctx, tx)
 		if err != nil {
 			return err
 		}
@@ -330,6 +353,7 @@ func (c *Consumer) applyBatch(ctx context.Context, conn *pgx.Conn, entries []pro
 	if err != nil {
 		return fmt.Errorf("apply batch ending at seq %d: %w", last, err)
 	}
+	c.known = last
 	c.opts.Metrics.BatchApplied(c.proj.Name, len(entries), applied, result.Duplicates, time.Since(start))
 	if result.DeadLetters > 0 {
 		c.log.Warn().Int("dead_letters", result.DeadLetters).Uint64("through_seq", last).

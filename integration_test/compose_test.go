@@ -15,7 +15,10 @@ import (
 // composeService is the part of a docker-compose.yml service the checks
 // below read.
 type composeService struct {
+	Profiles    []string          `yaml:"profiles"`
 	Image       string            `yaml:"image"`
+	Command     []string          `yaml:"command"`
+	Volumes     []string          `yaml:"volumes"`
 	Build       any               `yaml:"build"`
 	Restart     string            `yaml:"restart"`
 	Ports       []string          `yaml:"ports"`
@@ -35,16 +38,7 @@ type composeService struct {
 // loopback, and no admin token is set by default.
 func TestComposeFile(t *testing.T) {
 	t.Parallel()
-	raw, err := os.ReadFile("../docker-compose.yml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var file struct {
-		Services map[string]composeService `yaml:"services"`
-	}
-	if err := yaml.Unmarshal(raw, &file); err != nil {
-		t.Fatalf("docker-compose.yml does not parse: %v", err)
-	}
+	file := readCompose(t)
 	if len(file.Services) == 0 {
 		t.Fatal("no services")
 	}
@@ -90,6 +84,139 @@ func TestComposeFile(t *testing.T) {
 	for _, want := range []string{".git", "data/", "bin/"} {
 		if !slices.Contains(strings.Fields(string(ignored)), want) {
 			t.Errorf(".dockerignore lacks %s", want)
+		}
+	}
+}
+
+type composeFile struct {
+	Services map[string]composeService `yaml:"services"`
+	Volumes  map[string]any            `yaml:"volumes"`
+}
+
+func readCompose(t *testing.T) composeFile {
+	t.Helper()
+	raw, err := os.ReadFile("../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file composeFile
+	if err := yaml.Unmarshal(raw, &file); err != nil {
+		t.Fatalf("docker-compose.yml does not parse: %v", err)
+	}
+	return file
+}
+
+// flagValue is the value after flag in a command line, "" when absent.
+func flagValue(cmd []string, flag string) string {
+	if i := slices.Index(cmd, flag); i >= 0 && i+1 < len(cmd) {
+		return cmd[i+1]
+	}
+	return ""
+}
+
+// TestComposeClusterProfile checks what `docker compose --profile cluster
+// config` cannot: that the cluster profile's three NATS nodes route to each
+// other under one cluster name with volumes of their own, that both
+// taskledger replicas reach all three with an R3 stream, the same
+// partitions and a database of their own, and that the load balancer
+// forwards to both.
+func TestComposeClusterProfile(t *testing.T) {
+	t.Parallel()
+	f := readCompose(t)
+	inCluster := func(name string) composeService {
+		t.Helper()
+		s, ok := f.Services[name]
+		if !ok {
+			t.Fatalf("no service %s", name)
+		}
+		if !slices.Contains(s.Profiles, "cluster") {
+			t.Errorf("%s is not in the cluster profile: %v", name, s.Profiles)
+		}
+		return s
+	}
+
+	nodes := []string{"nats-1", "nats-2", "nats-3"}
+	var clientURLs []string
+	volumes := map[string]bool{}
+	for _, name := range nodes {
+		s := inCluster(name)
+		if !slices.Contains(s.Command, "-js") || flagValue(s.Command, "--name") != name ||
+			flagValue(s.Command, "--cluster_name") != "taskledger" || flagValue(s.Command, "--cluster") != "nats://0.0.0.0:6222" {
+			t.Errorf("%s command %v: want JetStream, --name %s, --cluster_name taskledger, --cluster on 6222", name, s.Command, name)
+		}
+		var wantRoutes []string
+		for _, other := range nodes {
+			if other != name {
+				wantRoutes = append(wantRoutes, "nats://"+other+":6222")
+			}
+		}
+		if got := flagValue(s.Command, "--routes"); got != strings.Join(wantRoutes, ",") {
+			t.Errorf("%s routes %q, want %q", name, got, strings.Join(wantRoutes, ","))
+		}
+		store := flagValue(s.Command, "-sd")
+		volume, mount, _ := strings.Cut(strings.Join(s.Volumes, ","), ":")
+		if _, declared := f.Volumes[volume]; len(s.Volumes) != 1 || mount != store || !declared || volumes[volume] {
+			t.Errorf("%s volumes %v: want a declared volume of its own on its store dir %s", name, s.Volumes, store)
+		}
+		volumes[volume] = true
+		if s.Healthcheck == nil || !strings.Contains(strings.Join(s.Healthcheck.Test, " "), ":"+flagValue(s.Command, "-m")+"/healthz") {
+			t.Errorf("%s healthcheck %+v: want /healthz on its monitoring port %q", name, s.Healthcheck, flagValue(s.Command, "-m"))
+		}
+		clientURLs = append(clientURLs, "nats://"+name+":4222")
+	}
+
+	replicas := []string{"taskledger-1", "taskledger-2"}
+	first := inCluster(replicas[0]).Environment
+	for _, name := range replicas {
+		s := inCluster(name)
+		env := s.Environment
+		if env["TASKLEDGER_NATS_URL"] != strings.Join(clientURLs, ",") {
+			t.Errorf("%s TASKLEDGER_NATS_URL %q, want every node %q", name, env["TASKLEDGER_NATS_URL"], strings.Join(clientURLs, ","))
+		}
+		if env["TASKLEDGER_STREAM_REPLICAS"] != "3" {
+			t.Errorf("%s TASKLEDGER_STREAM_REPLICAS %q, want 3", name, env["TASKLEDGER_STREAM_REPLICAS"])
+		}
+		if env["TASKLEDGER_PARTITIONS"] == "" || env["TASKLEDGER_PARTITIONS"] == "1" ||
+			env["TASKLEDGER_PARTITIONS"] != first["TASKLEDGER_PARTITIONS"] || env["TASKLEDGER_DATABASE_URL"] != first["TASKLEDGER_DATABASE_URL"] {
+			t.Errorf("%s partitions %q and database %q: want the same on every replica, and more than one partition",
+				name, env["TASKLEDGER_PARTITIONS"], env["TASKLEDGER_DATABASE_URL"])
+		}
+		for _, dep := range append([]string{"postgres"}, nodes...) {
+			if _, ok := s.DependsOn[dep]; !ok {
+				t.Errorf("%s does not depend on %s", name, dep)
+			}
+		}
+		if len(s.Ports) != 0 {
+			t.Errorf("%s publishes ports %v; the replicas are reached through the load balancer", name, s.Ports)
+		}
+	}
+	if first["TASKLEDGER_DATABASE_URL"] == f.Services["taskledger"].Environment["TASKLEDGER_DATABASE_URL"] {
+		t.Error("the cluster replicas share the default profile's database, which follows another stream")
+	}
+
+	lb := inCluster("lb")
+	if !regexp.MustCompile(`^(nginx|caddy):\d+\.\d+[\w.-]*$`).MatchString(lb.Image) {
+		t.Errorf("load balancer image %q: want an official nginx or caddy image pinned to a version", lb.Image)
+	}
+	var conf []byte
+	for _, v := range lb.Volumes {
+		if src, _, _ := strings.Cut(v, ":"); strings.HasPrefix(src, "./") {
+			var err error
+			if conf, err = os.ReadFile("../" + src); err != nil {
+				t.Fatalf("load balancer configuration: %v", err)
+			}
+		}
+	}
+	listen := regexp.MustCompile(`listen\s+(\d+);`).FindSubmatch(conf)
+	if len(lb.Ports) != 1 || len(listen) < 2 || !strings.HasSuffix(lb.Ports[0], ":"+string(listen[1])) {
+		t.Errorf("load balancer publishes %v but listens on %q", lb.Ports, listen)
+	}
+	for _, name := range replicas {
+		if !strings.Contains(string(conf), "server "+name+":8080") {
+			t.Errorf("load balancer configuration does not forward to %s:8080", name)
+		}
+		if _, ok := lb.DependsOn[name]; !ok {
+			t.Errorf("load balancer does not depend on %s", name)
 		}
 	}
 }
