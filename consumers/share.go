@@ -44,8 +44,8 @@ func NewShare(pool *pgxpool.Pool, poll time.Duration, log zerolog.Logger) *Share
 }
 
 // Run holds this replica's presence lock on a session of its own and
-// counts the replicas every poll until ctx ends, reconnecting after a
-// failure.
+// counts the replicas every poll until ctx ends, reconnecting with backoff
+// after a failure (logged once; the consumers log the outage itself).
 func (s *Share) Run(ctx context.Context) {
 	var out outage
 	for ctx.Err() == nil {
@@ -53,7 +53,10 @@ func (s *Share) Run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		out.failed(s.log, err)
+		if out.attempts == 0 {
+			s.log.Warn().Err(err).Msg("cannot count the replicas sharing the partitions; retrying")
+		}
+		out.attempts++
 		select {
 		case <-ctx.Done():
 		case <-time.After(out.backoff()):
@@ -74,7 +77,7 @@ func (s *Share) present(ctx context.Context, out *outage) error {
 	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1, $2)", LockClassReplica, int32(binary.BigEndian.Uint32(id[:]))); err != nil {
 		return fmt.Errorf("take replica lock: %w", err)
 	}
-	out.recovered(s.log)
+	out.attempts = 0
 	for {
 		var n int32
 		err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
