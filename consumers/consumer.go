@@ -133,11 +133,6 @@ func (c *Consumer) runActive(ctx context.Context, out *outage) error {
 	if err := c.waitForLock(ctx, conn); err != nil {
 		return err
 	}
-	guard, err := guardStream(ctx, c.js, c.opts.Stream, conn)
-	if err != nil {
-		return err
-	}
-	c.active.Store(true)
 	handedOver := false
 	defer func() {
 		c.active.Store(false)
@@ -145,6 +140,11 @@ func (c *Consumer) runActive(ctx context.Context, out *outage) error {
 			c.opts.Share.release(c.proj.Name)
 		}
 	}()
+	guard, err := guardStream(ctx, c.js, c.opts.Stream, conn)
+	if err != nil {
+		return err
+	}
+	c.active.Store(true)
 
 	checkpoint, err := c.checkpoint(ctx, conn)
 	if err != nil {
