@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/taskledger/taskledger/consumers"
 	"github.com/taskledger/taskledger/domain"
 	"github.com/taskledger/taskledger/eventlog"
@@ -44,7 +46,7 @@ func BenchmarkRebuild(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := bd.js.PublishMsgAsync(rec.Message(bd.env.SubjectPrefix + ".bench")); err != nil {
+		if _, err := bd.js.PublishMsgAsync(rec.Message(bd.env.SubjectPrefix+".bench"), jetstream.WithStallWait(time.Minute)); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -84,6 +86,23 @@ func BenchmarkRebuild(b *testing.B) {
 		if err := rb.Run(ctx, func(consumers.Progress) {}); err != nil {
 			b.Fatal(err)
 		}
+	}
+	b.StopTimer()
+	// The figure counts only if the rebuild is whole: every stored key, and
+	// every distinct completion, once.
+	completions := map[string]bool{}
+	for _, body := range traffic.Bodies {
+		if ev, err := domain.ParseEvent("bench", []byte(body)); err == nil && ev.Type == domain.TypeCompleted {
+			completions[ev.TaskID+" "+ev.OccurredAt.UTC().Format(time.RFC3339Nano)] = true
+		}
+	}
+	var keys, rows int
+	if err := bd.svc.Pool().QueryRow(ctx, `SELECT (SELECT count(*) FROM completions_all.seen_keys),
+		(SELECT count(*) FROM completions_all.completions)`).Scan(&keys, &rows); err != nil {
+		b.Fatal(err)
+	}
+	if keys != int(stored) || rows != len(completions) {
+		b.Fatalf("rebuilt completions_all holds %d keys and %d completions, want %d and %d", keys, rows, stored, len(completions))
 	}
 	b.ReportMetric(float64(stored)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
 	b.ReportMetric(copyRate, "copy-rows/s")
