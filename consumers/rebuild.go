@@ -147,7 +147,7 @@ func (b *Rebuild) Run(ctx context.Context, report func(Progress)) (err error) {
 		return err
 	}
 	defer reader.Close()
-	for {
+	for empties := 0; ; {
 		batch, err := reader.Next(ctx)
 		if err != nil {
 			return err
@@ -158,6 +158,7 @@ func (b *Rebuild) Run(ctx context.Context, report func(Progress)) (err error) {
 			return err
 		}
 		if len(entries) > 0 {
+			empties = 0
 			err := pgx.BeginFunc(ctx, b.conn, func(tx pgx.Tx) error {
 				if err := b.applyShadow(ctx, tx, entries); err != nil {
 					return err
@@ -168,21 +169,38 @@ func (b *Rebuild) Run(ctx context.Context, report func(Progress)) (err error) {
 				return fmt.Errorf("rebuild %s into %s: %w", b.proj.Name, b.proj.ShadowSchema(), err)
 			}
 			report(Progress{Projection: b.proj.Name, Applied: b.applied, Target: max(target, b.applied), Started: b.started})
+		} else {
+			empties++
 		}
-		// Caught up: nothing more came, or the stream's end is within a
-		// batch, which the swap applies while it holds the live side still.
-		// Under sustained ingest batches never run short, but the end stays
-		// within reach as long as replay outpaces ingest.
-		if len(entries) == 0 || target <= b.applied+uint64(opts.MaxCount) {
-			if err := b.proj.RestoreShadowIndexes(ctx, b.conn, b.deferredIndexes); err != nil {
+		// The swap holds the live side still while it applies what is left,
+		// so it starts only when that is at most about a batch: when the
+		// stream's end is within a batch (under sustained ingest batches
+		// never run short, but the end stays within reach as long as replay
+		// outpaces ingest), or when reads keep coming back empty (the
+		// filter matches nothing further) and the live checkpoint is within
+		// a batch. A read that is only slow, or a stream end that is far,
+		// goes on outside the swap.
+		nearEnd := target <= b.applied+uint64(opts.MaxCount)
+		if !nearEnd && empties >= 3 {
+			live, err := b.proj.LiveCheckpoint(ctx, b.conn)
+			if err != nil {
 				return err
 			}
-			if err := b.swap(ctx, reader, target); err != nil {
-				return err
+			if live > b.applied+uint64(opts.MaxCount) {
+				continue
 			}
-			report(Progress{Projection: b.proj.Name, Applied: b.applied, Target: max(target, b.applied), Started: b.started, Done: true})
-			return nil
+			target = 0 // past the live checkpoint, the filter has nothing more
+		} else if !nearEnd {
+			continue
 		}
+		if err := b.proj.RestoreShadowIndexes(ctx, b.conn, b.deferredIndexes); err != nil {
+			return err
+		}
+		if err := b.swap(ctx, reader, target); err != nil {
+			return err
+		}
+		report(Progress{Projection: b.proj.Name, Applied: b.applied, Target: max(target, b.applied), Started: b.started, Done: true})
+		return nil
 	}
 }
 

@@ -106,14 +106,28 @@ func (p Projection) RecordFailure(ctx context.Context, db DB, cause error) error
 // projection it returns the furthest partition's checkpoint: the shadow
 // must hold everything any partition applied.
 func (p Projection) LockLive(ctx context.Context, tx DB) (uint64, error) {
-	var exists bool
-	if err := tx.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", table(p.Name, "checkpoint")).Scan(&exists); err != nil || !exists {
+	if exists, err := p.liveExists(ctx, tx); err != nil || !exists {
 		return 0, err
 	}
 	if _, err := tx.Exec(ctx, "LOCK TABLE "+table(p.Name, "checkpoint")+" IN ACCESS EXCLUSIVE MODE"); err != nil {
 		return 0, fmt.Errorf("lock checkpoint table of %s: %w", p.Name, err)
 	}
 	return LockCheckpoint(ctx, tx, p.Name)
+}
+
+// LiveCheckpoint reads the live checkpoint without locking it; a live
+// schema that was dropped counts as checkpoint 0.
+func (p Projection) LiveCheckpoint(ctx context.Context, db DB) (uint64, error) {
+	if exists, err := p.liveExists(ctx, db); err != nil || !exists {
+		return 0, err
+	}
+	return Checkpoint(ctx, db, p.Name)
+}
+
+func (p Projection) liveExists(ctx context.Context, db DB) (bool, error) {
+	var exists bool
+	err := db.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", table(p.Name, "checkpoint")).Scan(&exists)
+	return exists, err
 }
 
 // SwapShadow makes the shadow schema live, in tx. The caller must hold the
