@@ -14,6 +14,8 @@ func TestReaderReadsInOrderFromASequenceInBoundedBatches(t *testing.T) {
 	for i := range 10 {
 		last = s.publish(t, fmt.Sprintf(`{"event":"task.completed","task_id":"t%d","completed_at":"2024-01-15T10:30:00Z"}`, i))
 	}
+	// read reads from seq from until the last event, then expects an empty
+	// batch: caught up. An empty batch before that is only a slow delivery.
 	read := func(opts ReadOptions, from uint64) (seqs []uint64, sizes []int) {
 		t.Helper()
 		opts.Stream, opts.Subjects = s.cfg.Name, []string{s.cfg.AllSubjects()}
@@ -23,19 +25,26 @@ func TestReaderReadsInOrderFromASequenceInBoundedBatches(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer r.Close()
-		for {
+		for empties := 0; len(seqs) == 0 || seqs[len(seqs)-1] < last; {
 			b, err := r.Next(context.Background())
 			if err != nil {
 				t.Fatal(err)
 			}
 			if len(b.Entries) == 0 {
-				return seqs, sizes // caught up
+				if empties++; empties == 50 {
+					t.Fatalf("read %v from seq %d, then nothing more", seqs, from)
+				}
+				continue
 			}
 			sizes = append(sizes, len(b.Entries))
 			for _, e := range b.Entries {
 				seqs = append(seqs, e.Message.Seq)
 			}
 		}
+		if b, err := r.Next(context.Background()); err != nil || len(b.Entries) != 0 {
+			t.Fatalf("after the last event: %d more, %v; want an empty batch", len(b.Entries), err)
+		}
+		return seqs, sizes
 	}
 
 	seqs, sizes := read(ReadOptions{MaxCount: 3, MaxBytes: 1 << 20}, 4)
