@@ -75,8 +75,8 @@ type Batch struct {
 // carries state: the checkpoint in Postgres is the only position.
 //
 // Reading overlaps applying: one batch is assembled and decoded while the
-// caller writes the previous one, and the library prefetches at most one
-// batch (MaxCount messages, MaxBytes) behind that.
+// caller writes the previous one, and the library prefetches a couple of
+// batches (by count) behind that.
 type Reader struct {
 	iter    jetstream.MessagesContext
 	batches chan Batch
@@ -102,9 +102,10 @@ func OpenReader(ctx context.Context, js jetstream.JetStream, opts ReadOptions, s
 	if err != nil {
 		return nil, fmt.Errorf("read stream %s from seq %d: %w", opts.Stream, startSeq, err)
 	}
-	// The library buffers at most one more batch, by count and by bytes (no
-	// less than the largest message NATS takes).
-	iter, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(opts.MaxCount, max(opts.MaxBytes, 1<<20)))
+	// The library buffers a couple of batches ahead, by count. (Its byte
+	// limits either allocate a buffer for a million messages or, bounded
+	// by count and bytes together, drop deliveries as a slow consumer.)
+	iter, err := cons.Messages(jetstream.PullMaxMessages(max(2*opts.MaxCount, 1000)))
 	if err != nil {
 		return nil, fmt.Errorf("read stream %s from seq %d: %w", opts.Stream, startSeq, err)
 	}
