@@ -74,6 +74,7 @@ func TestConsoleInARealBrowser(t *testing.T) {
 			StreamLastSeq uint64  `json:"stream_last_seq"`
 			Lag           uint64  `json:"lag"`
 			LagSeconds    float64 `json:"lag_seconds"`
+			DeadLetters   int     `json:"dead_letters"`
 			State         string  `json:"state"`
 		} `json:"projections"`
 	}
@@ -89,6 +90,9 @@ func TestConsoleInARealBrowser(t *testing.T) {
 		got := []string{row[0], row[1], digits(row[2]), digits(row[3]), digits(row[4]), row[5], strings.Fields(row[6])[0]}
 		if strings.Join(got, "|") != strings.Join(want, "|") || row[7] != "Rebuild" {
 			t.Errorf("projection row %v, want %v and a rebuild button", row, want)
+		}
+		if dead := fmt.Sprintf("%d dead letter", p.DeadLetters); (p.DeadLetters > 0) != strings.Contains(row[6], dead) {
+			t.Errorf("projection row %v, the API counts %d dead letters", row, p.DeadLetters)
 		}
 	}
 	var ingest struct {

@@ -244,6 +244,9 @@ function updateProjectionRow(tr, p) {
     }
   }
   const cells = tr.cells;
+  const parts = (p.partitions || []).length;
+  cells[0].replaceChildren(p.name);
+  if (parts > 1) cells[0].append(el('div', { class: 'muted', text: parts + ' partitions, ' + p.partitions.filter((x) => x.active).length + ' active' }));
   cells[1].textContent = p.policy || '—';
   cells[2].textContent = fmtNumber(p.checkpoint);
   cells[3].textContent = fmtNumber(p.stream_last_seq);
@@ -251,6 +254,9 @@ function updateProjectionRow(tr, p) {
   cells[5].textContent = fmtSeconds(p.lag_seconds);
   cells[6].replaceChildren(el('span', { class: 'badge ' + p.state, text: p.state }));
   if (p.reason) cells[6].append(el('div', { class: 'muted', text: p.reason }));
+  if (p.dead_letters) {
+    cells[6].append(el('div', {}, el('a', { href: '#dead-letters', text: fmtNumber(p.dead_letters) + ' dead letter' + (p.dead_letters === 1 ? '' : 's') })));
+  }
   updateRebuildCell(cells[7], p, rb);
 }
 
