@@ -4,9 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
+
+// apiTimeout bounds a JetStream API request, as the jetstream package's
+// default does.
+const apiTimeout = 5 * time.Second
 
 // Position reads where the stream and its partitions end.
 type Position struct {
@@ -50,6 +55,10 @@ func (p Position) PartitionLastSeq(ctx context.Context, part int) (uint64, error
 // allowed (which the direct get API does not take in its subject).
 func (p Position) lastSeqOn(ctx context.Context, subject string) (uint64, error) {
 	req, _ := json.Marshal(map[string]string{"last_by_subj": subject})
+	// A request the stream leader took just before it died is never
+	// answered: bound the wait as JetStream's own API calls are.
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
 	msg, err := p.js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+p.cfg.Name, req)
 	if err != nil {
 		return 0, fmt.Errorf("read last event on %s: %w", subject, err)

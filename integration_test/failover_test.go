@@ -196,10 +196,12 @@ func readStream(t *testing.T, js jetstream.JetStream, stream string, last uint64
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	var cons jetstream.Consumer
+	eventually(t, "an ordered consumer of the stream", func() bool { // the cluster may still be settling
+		var err error
+		cons, err = js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
+		return err == nil
+	})
 	out := map[uint64]storedMessage{}
 	for seq := uint64(0); seq < last; {
 		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(5*time.Second))
@@ -301,14 +303,14 @@ func TestClusterFailoverUnderLoad(t *testing.T) {
 
 	// Every 2xx names an event the stream holds under that key, and the
 	// stream holds each event once.
-	s, err := js.Stream(context.Background(), cfg.Stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	var info *jetstream.StreamInfo
+	eventually(t, "the stream's state", func() bool { // the cluster may still be settling
+		s, err := js.Stream(context.Background(), cfg.Stream)
+		if err == nil {
+			info, err = s.Info(context.Background())
+		}
+		return err == nil
+	})
 	stored := readStream(t, js, cfg.Stream, info.State.LastSeq)
 	for seq, key := range acked {
 		if stored[seq].key != key {

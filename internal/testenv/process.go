@@ -38,7 +38,7 @@ func NewProcess(t testing.TB, name, path string, args, env []string) *Process {
 	t.Cleanup(func() {
 		p.Kill()
 		if t.Failed() {
-			t.Logf("last lines of %s's output:\n%s", name, tail(p.log, 40))
+			t.Logf("warnings and errors of %s:\n%s\nlast lines of its output:\n%s", name, problems(p.log, 40), tail(p.log, 20))
 		}
 	})
 	return p
@@ -100,6 +100,24 @@ func tail(path string, n int) string {
 	}
 	lines := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
 	return string(bytes.Join(lines[max(0, len(lines)-n):], []byte("\n")))
+}
+
+// problems returns up to n lines of the log at path that a JSON logger
+// wrote at warn level or above, leaving out the 503 answers of ingest
+// (expected while NATS elects a leader).
+func problems(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	var out [][]byte
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		if (bytes.Contains(line, []byte(`"level":"warn"`)) || bytes.Contains(line, []byte(`"level":"error"`))) &&
+			!bytes.Contains(line, []byte("answering 503")) {
+			out = append(out, line)
+		}
+	}
+	return string(bytes.Join(out[:min(len(out), n)], []byte("\n")))
 }
 
 // FreePorts returns n loopback TCP ports that were free a moment ago, for
