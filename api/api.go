@@ -88,7 +88,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/events", a.findEvents)
 	mux.HandleFunc("GET /v1/projections", a.projectionStatus)
 	mux.HandleFunc("POST /v1/projections/{name}/rebuild", a.admin(a.rebuild))
-	mux.HandleFunc("GET /v1/dead-letters", a.deadLetters)
+	mux.HandleFunc("GET /v1/dead-letters", a.admin(a.deadLetters))
 	mux.HandleFunc("POST /v1/dead-letters/{id}/retry", a.admin(a.retryDeadLetter))
 }
 
@@ -97,7 +97,11 @@ func (a *API) taskCompletions(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	h, err := projections.ForPolicy(policy).History(r.Context(), a.DB, r.PathValue("task_id"))
+	taskID := r.PathValue("task_id")
+	if !textParam(w, "task_id", taskID) {
+		return
+	}
+	h, err := projections.ForPolicy(policy).History(r.Context(), a.DB, taskID)
 	if errors.Is(err, projections.ErrNoCompletions) {
 		httpjson.Error(w, http.StatusNotFound, httpjson.CodeTaskNotFound, "the task has no completion")
 		return
@@ -133,6 +137,9 @@ func (a *API) processCompletions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	processID := r.PathValue("process_id")
+	if !textParam(w, "process_id", processID) {
+		return
+	}
 	hs, more, err := projections.ForPolicy(policy).ProcessHistories(r.Context(), a.DB, processID, after, limit)
 	if err != nil {
 		a.internal(w, err)
@@ -362,8 +369,8 @@ func (a *API) admin(next http.HandlerFunc) http.HandlerFunc {
 			httpjson.Error(w, http.StatusForbidden, httpjson.CodeAdminDisabled, "admin endpoints are off: this server has no admin token configured")
 			return
 		}
-		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(token), []byte(a.AdminToken)) != 1 {
+		scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(token), []byte(a.AdminToken)) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="taskledger"`)
 			httpjson.Error(w, http.StatusUnauthorized, httpjson.CodeUnauthorized, "a valid Authorization: Bearer token is required")
 			return
@@ -390,7 +397,7 @@ func limitParam(w http.ResponseWriter, r *http.Request) (int, bool) {
 // after which the page starts, "" for the first page.
 func cursorParam(w http.ResponseWriter, r *http.Request) (string, bool) {
 	after, err := base64.RawURLEncoding.DecodeString(r.URL.Query().Get("cursor"))
-	if err != nil {
+	if err != nil || !domain.ValidText(string(after)) {
 		badParam(w, "cursor is not one this API returned")
 		return "", false
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/taskledger/taskledger/domain"
 	"github.com/taskledger/taskledger/eventlog"
 	"github.com/taskledger/taskledger/internal/httpjson"
 	"github.com/taskledger/taskledger/projections"
@@ -147,7 +148,7 @@ func (a *API) findEvents(w http.ResponseWriter, r *http.Request) {
 // textParam answers 400 and returns false unless s is valid UTF-8 without
 // NUL: no stored id is anything else, and Postgres text could not compare it.
 func textParam(w http.ResponseWriter, name, s string) bool {
-	if !utf8.ValidString(s) || strings.ContainsRune(s, 0) {
+	if !domain.ValidText(s) {
 		badParam(w, name+" must be valid UTF-8 without NUL characters")
 		return false
 	}

@@ -99,6 +99,10 @@ func BodyField(body []byte, name string) (string, error) {
 	return optionalString(fields, name)
 }
 
+// ValidText reports whether s is text Postgres can store: valid UTF-8
+// without NUL characters.
+func ValidText(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
+
 func requiredString(fields map[string]json.RawMessage, name string) (string, error) {
 	s, err := optionalString(fields, name)
 	if err != nil {
@@ -124,10 +128,8 @@ func optionalString(fields map[string]json.RawMessage, name string) (string, err
 	switch {
 	case len(s) > MaxIDLength:
 		return "", invalid(name, "is longer than %d bytes", MaxIDLength)
-	case strings.ContainsRune(s, 0):
-		return "", invalid(name, "must not contain NUL characters")
-	case !utf8.ValidString(s):
-		return "", invalid(name, "must be valid UTF-8")
+	case !ValidText(s):
+		return "", invalid(name, "must be valid UTF-8 without NUL characters")
 	}
 	return s, nil
 }

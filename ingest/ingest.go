@@ -4,6 +4,7 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/taskledger/taskledger/domain"
 	"github.com/taskledger/taskledger/eventlog"
@@ -36,6 +38,10 @@ type Options struct {
 	PublishTimeout time.Duration    // wait for the stream's ack before 503 (5s)
 	Now            func() time.Time // the clock (time.Now)
 	Metrics        *metrics.Metrics // nil records nothing
+	// MaxInflightBytes bounds the bodies being handled at once: a request
+	// whose body does not fit in what is left gets 429 with Retry-After.
+	// At least MaxBodyBytes (64 MiB).
+	MaxInflightBytes int64
 }
 
 // withDefaults fills the zero fields of o.
@@ -45,6 +51,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxBodyBytes <= 0 {
 		o.MaxBodyBytes = 1 << 20
+	}
+	if o.MaxInflightBytes <= 0 {
+		o.MaxInflightBytes = 64 << 20
 	}
 	if o.PublishTimeout <= 0 {
 		o.PublishTimeout = 5 * time.Second
@@ -60,11 +69,13 @@ type Handler struct {
 	appender Appender
 	opts     Options
 	log      zerolog.Logger
+	inflight *semaphore.Weighted // body bytes being handled
 }
 
 // New returns a webhook handler appending through a.
 func New(a Appender, opts Options, log zerolog.Logger) *Handler {
-	return &Handler{appender: a, opts: opts.withDefaults(), log: log}
+	opts = opts.withDefaults()
+	return &Handler{appender: a, opts: opts, log: log, inflight: semaphore.NewWeighted(opts.MaxInflightBytes)}
 }
 
 // forwardedHeaders are stored with each event for later inspection, with
@@ -96,7 +107,28 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpjson.Error(w, http.StatusUnsupportedMediaType, httpjson.CodeUnsupportedMedia, "Content-Type must be application/json")
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes))
+	if r.ContentLength > h.opts.MaxBodyBytes {
+		httpjson.Error(w, http.StatusRequestEntityTooLarge, httpjson.CodeBodyTooLarge,
+			fmt.Sprintf("body is larger than %d bytes", h.opts.MaxBodyBytes))
+		return
+	}
+	// A body of unknown length is charged the largest it may be.
+	charge := h.opts.MaxBodyBytes
+	if r.ContentLength >= 0 {
+		charge = r.ContentLength
+	}
+	if !h.inflight.TryAcquire(charge) {
+		// Read the body to the end (discarding it, so it costs no memory)
+		// before answering: a sender still writing it when the connection
+		// closed would see a broken pipe instead of the 429.
+		_, _ = io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes))
+		w.Header().Set("Retry-After", "1")
+		httpjson.Error(w, http.StatusTooManyRequests, httpjson.CodeTooManyRequests,
+			"too many request bytes in flight; retry later with the same request")
+		return
+	}
+	defer h.inflight.Release(charge)
+	body, err := readBody(w, r, charge, h.opts.MaxBodyBytes)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
@@ -160,6 +192,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.opts.Metrics.Deduplicated(metrics.TierJetStreamWindow, original.StoredAt, h.opts.Now())
 	httpjson.Write(w, http.StatusOK, Response{Status: "duplicate", DedupKey: key.Value, StreamSeq: appended.Seq, Duplicate: true})
+}
+
+// readBody reads the body, at most limit bytes, into a buffer of size
+// bytes allocated once.
+func readBody(w http.ResponseWriter, r *http.Request, size, limit int64) ([]byte, error) {
+	buf := bytes.NewBuffer(make([]byte, 0, size+bytes.MinRead))
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
+	return buf.Bytes(), err
 }
 
 // dedupKey picks the delivery's key, first found: Idempotency-Key, the

@@ -38,6 +38,7 @@ func setup(t testing.TB, adjust func(*config.Config)) *bundle {
 	t.Helper()
 	env := testenv.New(t)
 	cfg := env.Config()
+	cfg.AdminToken = adminToken
 	if adjust != nil {
 		adjust(&cfg)
 	}

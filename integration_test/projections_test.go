@@ -111,7 +111,19 @@ func (b *bundle) deadLetters(t *testing.T, includeResolved bool) []deadLetterVie
 	var body struct {
 		DeadLetters []deadLetterView `json:"dead_letters"`
 	}
-	getJSON(t, fmt.Sprintf("%s/v1/dead-letters?include_resolved=%v", b.url, includeResolved), &body)
+	req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/v1/dead-letters?include_resolved=%v", b.url, includeResolved), nil)
+	req.Header.Set("Authorization", "Bearer "+b.cfg.AdminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /v1/dead-letters: %d", resp.StatusCode)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
 	return body.DeadLetters
 }
 
@@ -340,7 +352,7 @@ func TestPoisonEventIsDeadLetteredWhileLaterEventsAreProjected(t *testing.T) {
 		t.Errorf("%d unresolved dead letters after a failed retry, want %d", n, len(projections.All))
 	}
 
-	closed := setup(t, nil)
+	closed := setup(t, func(c *config.Config) { c.AdminToken = "" })
 	if r := closed.adminPost(t, retry, adminToken); r.Status != http.StatusForbidden || r.Error.Code != "admin_disabled" {
 		t.Errorf("retry without a configured token: %+v, want 403 admin_disabled", r)
 	}

@@ -289,7 +289,7 @@ func TestRebuildRecoversDroppedAndEmptiedTables(t *testing.T) {
 
 func TestRebuildEndpointNeedsTheAdminToken(t *testing.T) {
 	t.Parallel()
-	closed := setup(t, nil)
+	closed := setup(t, func(c *config.Config) { c.AdminToken = "" })
 	if r := closed.adminPost(t, "/v1/projections/completions_all/rebuild", "anything"); r.Status != http.StatusForbidden || r.Error.Code != "admin_disabled" {
 		t.Errorf("without a configured token: %+v, want 403 admin_disabled", r)
 	}

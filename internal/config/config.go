@@ -84,6 +84,10 @@ type Config struct {
 	SourcesFile string
 	// MaxBodyBytes caps a webhook body (TASKLEDGER_MAX_BODY_BYTES, 1 MiB).
 	MaxBodyBytes int64
+	// MaxInflightBytes bounds the webhook bodies being handled at once
+	// (TASKLEDGER_MAX_INFLIGHT_BYTES, 64 MiB); over it, 429. At least
+	// MaxBodyBytes.
+	MaxInflightBytes int64
 	// PublishTimeout bounds the wait for JetStream's acknowledgement
 	// (TASKLEDGER_PUBLISH_TIMEOUT, 5s); past it the webhook gets 503.
 	PublishTimeout time.Duration
@@ -119,6 +123,7 @@ func Default() Config {
 		StreamReplicas:   1,
 		Partitions:       1,
 		MaxBodyBytes:     1 << 20,
+		MaxInflightBytes: 64 << 20,
 		PublishTimeout:   5 * time.Second,
 		ShutdownTimeout:  30 * time.Second,
 		BatchSize:        500,
@@ -230,6 +235,7 @@ func (c *Config) settings() []setting {
 		{"partitions", "projection partitions by task id, 1 to 64; changing it needs taskledger replay --all", numberValue[int]{&c.Partitions}},
 		{"sources", "comma-separated allowed webhook sources; empty allows any", (*listValue)(&c.Sources)},
 		{"max-body-bytes", "largest accepted webhook body", numberValue[int64]{&c.MaxBodyBytes}},
+		{"max-inflight-bytes", "webhook body bytes handled at once; over it, 429", numberValue[int64]{&c.MaxInflightBytes}},
 		{"publish-timeout", "wait for JetStream's ack before answering 503", (*durationValue)(&c.PublishTimeout)},
 		{"batch-size", "events per projection transaction: 1 to 10000", numberValue[int]{&c.BatchSize}},
 		{"dedup-retention", "how long the durable dedup tier keeps keys; at least the duplicate window", (*durationValue)(&c.DedupRetention)},
@@ -292,6 +298,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBodyBytes <= 0 {
 		bad("max-body-bytes", "%d: must be positive", c.MaxBodyBytes)
+	}
+	if c.MaxInflightBytes < c.MaxBodyBytes {
+		bad("max-inflight-bytes", "%d: want at least --max-body-bytes (%d), or the largest body could never be taken", c.MaxInflightBytes, c.MaxBodyBytes)
 	}
 	if c.PublishTimeout <= 0 {
 		bad("publish-timeout", "%v: must be positive", c.PublishTimeout)

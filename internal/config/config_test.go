@@ -42,6 +42,7 @@ func TestValidateNamesEachBadSetting(t *testing.T) {
 		{"source", func(c *Config) { c.Sources = []string{"Bad.Source"} }, "sources"},
 		{"sources twice", func(c *Config) { c.Sources, c.SourcesFile = []string{"a"}, "sources.yaml" }, "sources-file"},
 		{"body limit", func(c *Config) { c.MaxBodyBytes = 0 }, "max-body-bytes"},
+		{"inflight under body", func(c *Config) { c.MaxInflightBytes = c.MaxBodyBytes - 1 }, "max-inflight-bytes"},
 		{"publish timeout", func(c *Config) { c.PublishTimeout = 0 }, "publish-timeout"},
 		{"batch size", func(c *Config) { c.BatchSize = 0 }, "batch-size"},
 		{"dedup retention", func(c *Config) { c.DedupRetention = time.Second }, "dedup-retention"},

@@ -22,6 +22,7 @@ const (
 
 	// A webhook to send again later.
 	CodeStreamUnavailable = "stream_unavailable"
+	CodeTooManyRequests   = "too_many_requests" // over the in-flight budget
 
 	// Queries and operations.
 	CodeInvalidParameter   = "invalid_parameter"
@@ -33,4 +34,8 @@ const (
 	CodeAdminDisabled      = "admin_disabled"
 	CodeUnauthorized       = "unauthorized"
 	CodeInternal           = "internal"
+
+	// The router's own answers.
+	CodeNotFound         = "not_found"          // no endpoint at the path
+	CodeMethodNotAllowed = "method_not_allowed" // the path takes other methods
 )

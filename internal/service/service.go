@@ -334,11 +334,12 @@ func (s *Service) routes() http.Handler {
 	if s.cfg.Ingests() {
 		appender := eventlog.NewAppender(s.nc, s.js, s.stream, s.streamConfig())
 		mux.Handle("POST /v1/webhooks/{source}", s.metrics.Webhooks(ingest.New(appender, ingest.Options{
-			Sources:        s.sources,
-			MaxBodyBytes:   s.cfg.MaxBodyBytes,
-			PublishTimeout: s.cfg.PublishTimeout,
-			Now:            time.Now,
-			Metrics:        s.metrics,
+			Sources:          s.sources,
+			MaxBodyBytes:     s.cfg.MaxBodyBytes,
+			MaxInflightBytes: s.cfg.MaxInflightBytes,
+			PublishTimeout:   s.cfg.PublishTimeout,
+			Now:              time.Now,
+			Metrics:          s.metrics,
 		}, s.log)))
 	} else {
 		mux.HandleFunc("POST /v1/webhooks/{source}", func(w http.ResponseWriter, _ *http.Request) {
@@ -354,7 +355,7 @@ func (s *Service) routes() http.Handler {
 	mux.HandleFunc("GET /v1/ingest/summary", api.IngestSummary(s.recentIngest))
 	s.api.Register(mux)
 	console.Register(mux)
-	return httpjson.LogRequests(s.log, s.metrics.HTTP(mux))
+	return httpjson.LogRequests(s.log, s.metrics.HTTP(httpjson.RouterErrors(mux)))
 }
 
 // projectionStatus is what GET /v1/projections reports, for the metrics.

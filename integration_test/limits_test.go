@@ -1,0 +1,278 @@
+package integration_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"runtime/metrics"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/taskledger/taskledger/ingest"
+	"github.com/taskledger/taskledger/internal/config"
+	"github.com/taskledger/taskledger/internal/httpjson"
+)
+
+// paddedCompletion is a valid completion of task padded to exactly size
+// bytes, produced as it is read so that the sender holds none of it.
+func paddedCompletion(task string, size int) io.Reader {
+	head := fmt.Sprintf(`{"event":"task.completed","task_id":%q,"completed_at":"2024-01-15T10:30:00Z","pad":"`, task)
+	return io.MultiReader(strings.NewReader(head), io.LimitReader(padding{}, int64(size-len(head)-2)), strings.NewReader(`"}`))
+}
+
+type padding struct{}
+
+func (padding) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = 'x'
+	}
+	return len(p), nil
+}
+
+func (b *bundle) postReader(t *testing.T, source string, body io.Reader, size int64, headers ...string) reply {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, b.url+"/v1/webhooks/"+source, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.ContentLength = size
+	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	return do(t, req)
+}
+
+// The stream takes a message of at most the server's max_payload, headers
+// included: a body under TASKLEDGER_MAX_BODY_BYTES that the stored headers
+// take over it is 413, and a stored header over its limit is 431, never
+// 503 (which would have the sender retry forever).
+func TestBodiesAndHeadersOverWhatTheStreamTakesAreRefusedForGood(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	maxPayload := int(b.js.Conn().MaxPayload())
+	if int64(maxPayload) > b.cfg.MaxBodyBytes {
+		t.Fatalf("max_payload %d above the body limit %d: this test needs the defaults", maxPayload, b.cfg.MaxBodyBytes)
+	}
+	size := maxPayload - 2000 // room for the headers taskledger stores
+	if r := b.postReader(t, "tallyfy", paddedCompletion("fits", size), int64(size)); r.Status != http.StatusAccepted {
+		t.Fatalf("a body with room for its headers: %+v", r)
+	}
+	b.refused(t, "stored headers take the body over max_payload", 413, httpjson.CodeBodyTooLarge, func() reply {
+		return b.postReader(t, "tallyfy", paddedCompletion("over", size), int64(size),
+			"User-Agent", strings.Repeat("u", ingest.MaxStoredHeaderBytes), "X-Request-Id", strings.Repeat("r", 1000))
+	})
+	b.refused(t, "a body at the body limit", 413, httpjson.CodeBodyTooLarge, func() reply {
+		return b.postReader(t, "tallyfy", paddedCompletion("at-limit", maxPayload), int64(maxPayload))
+	})
+	b.refused(t, "a stored header over its limit", 431, httpjson.CodeHeaderTooLarge, func() reply {
+		return b.post(t, "tallyfy", completion("long-header", "2024-01-15T10:30:00Z"),
+			"X-Request-Id", strings.Repeat("r", ingest.MaxStoredHeaderBytes+1))
+	})
+	// An unstored header may be as long as the HTTP server allows.
+	if r := b.post(t, "tallyfy", completion("long-unstored", "2024-01-15T10:30:00Z"), "X-Other", strings.Repeat("o", 64<<10)); r.Status != http.StatusAccepted {
+		t.Errorf("a long header that is not stored: %+v", r)
+	}
+}
+
+// heldBody is a chunked request body that sends its first bytes and then
+// waits for release before sending the rest.
+type heldBody struct {
+	w       *io.PipeWriter
+	release chan struct{}
+}
+
+func (b *bundle) postHeld(t *testing.T, task string, done chan<- reply) *heldBody {
+	t.Helper()
+	pr, pw := io.Pipe()
+	h := &heldBody{w: pw, release: make(chan struct{})}
+	body := completion(task, "2024-01-15T10:30:00Z")
+	go func() {
+		_, _ = pw.Write([]byte(body[:10]))
+		<-h.release
+		_, _ = pw.Write([]byte(body[10:]))
+		pw.Close()
+	}()
+	go func() {
+		req, _ := http.NewRequest(http.MethodPost, b.url+"/v1/webhooks/tallyfy", pr) // unknown length: chunked
+		req.Header.Set("Content-Type", "application/json")
+		done <- do(t, req)
+	}()
+	return h
+}
+
+func TestRequestsOverTheInflightBudgetAre429(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *config.Config) { c.MaxBodyBytes, c.MaxInflightBytes = 4096, 8192 })
+	// Two bodies of unknown length are each charged the body limit: the
+	// budget is full while they trickle in.
+	done := make(chan reply, 2)
+	held := []*heldBody{b.postHeld(t, "held-1", done), b.postHeld(t, "held-2", done)}
+	var r reply
+	eventually(t, "the budget to fill", func() bool {
+		// Invalid, so that it stores nothing while the budget has room.
+		r = b.post(t, "tallyfy", `{}`)
+		return r.Status == http.StatusTooManyRequests
+	})
+	if r.Header.Get("Retry-After") != "1" || r.Error.Code != httpjson.CodeTooManyRequests {
+		t.Errorf("429 answer %+v", r)
+	}
+	if r := b.post(t, "tallyfy", completion("over-budget", "2024-01-15T10:30:00Z")); r.Status != http.StatusTooManyRequests {
+		t.Errorf("a valid request over the budget: %+v", r)
+	}
+	for _, h := range held {
+		close(h.release)
+	}
+	for range held {
+		if r := <-done; r.Status != http.StatusAccepted {
+			t.Errorf("a held request: %+v", r)
+		}
+	}
+	// The budget is released: the refused request now goes through, right
+	// after the two held ones: the 429s stored nothing.
+	if r := b.post(t, "tallyfy", completion("over-budget", "2024-01-15T10:30:00Z")); r.Status != http.StatusAccepted || r.StreamSeq != 3 {
+		t.Errorf("retry after the budget freed: %+v, want 202 at seq 3", r)
+	}
+}
+
+// A flood of large bodies meets 429, not the OOM killer: this process
+// (the service, its in-process NATS server and the senders) stays within a
+// few hundred MB while 200 senders each post a 900 KB body at once, with a
+// 32 MiB budget.
+// Not parallel: it measures the whole process's memory.
+func TestAFloodOfLargeBodiesStaysWithinTheBudget(t *testing.T) {
+	// Slow as the disk may be, every admitted body is stored: 202 or 429.
+	b := setup(t, func(c *config.Config) { c.PublishTimeout, c.MaxInflightBytes = 2*time.Minute, 32<<20 })
+	const senders, size = 200, 900 << 10
+	peak := watchMemory(t)
+	statuses := make(chan reply, senders)
+	var wg sync.WaitGroup
+	for i := range senders {
+		wg.Go(func() { statuses <- b.postReader(t, "tallyfy", paddedCompletion("flood-"+strconv.Itoa(i), size), size) })
+	}
+	wg.Wait()
+	close(statuses)
+	heap, rss := peak()
+	count := map[int]int{}
+	for r := range statuses {
+		count[r.Status]++
+		if r.Status == http.StatusTooManyRequests && r.Header.Get("Retry-After") == "" {
+			t.Error("429 without Retry-After")
+		}
+	}
+	t.Logf("%d senders x %d KB: %v; peak Go heap growth %d MB, peak RSS growth %d MB", senders, size>>10, count, heap>>20, rss>>20)
+	if count[http.StatusAccepted]+count[http.StatusTooManyRequests] != senders {
+		t.Errorf("statuses %v, want only 202 and 429", count)
+	}
+	if n := b.messages(t); n != uint64(count[http.StatusAccepted]) {
+		t.Errorf("stream holds %d events, want the %d accepted", n, count[http.StatusAccepted])
+	}
+	// The bodies in flight, each copied a couple of times on its way into
+	// the stream, and the stream's cache of what it stored; without the
+	// budget the same flood grew the heap by 420 MB.
+	if heap > 256<<20 {
+		t.Errorf("the Go heap grew by %d MB under the flood, want at most 256 MB", heap>>20)
+	}
+}
+
+// watchMemory samples this process's Go heap and resident set every few
+// milliseconds until the returned function is called, which reports the
+// peak growth of each over the start.
+func watchMemory(t *testing.T) func() (heap, rss uint64) {
+	t.Helper()
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	read := func() (uint64, uint64) {
+		metrics.Read(sample)
+		return sample[0].Value.Uint64(), residentBytes(t)
+	}
+	heap0, rss0 := read()
+	var peakHeap, peakRSS atomic.Uint64
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			h, r := read()
+			peakHeap.Store(max(peakHeap.Load(), h))
+			peakRSS.Store(max(peakRSS.Load(), r))
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	return func() (uint64, uint64) {
+		close(stop)
+		<-stopped
+		return peakHeap.Load() - min(heap0, peakHeap.Load()), peakRSS.Load() - min(rss0, peakRSS.Load())
+	}
+}
+
+// residentBytes is VmRSS from /proc/self/status.
+func residentBytes(t *testing.T) uint64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if rest, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmRSS in /proc/self/status")
+	return 0
+}
+
+func TestRouterErrorsAndAdminAccess(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	send := func(method, path, auth string) reply {
+		req, _ := http.NewRequest(method, b.url+path, bytes.NewReader(nil))
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		return do(t, req)
+	}
+	cursor := base64.RawURLEncoding.EncodeToString([]byte("\xff\xfe"))
+	for _, tt := range []struct {
+		method, path, auth string
+		status             int
+		code               string
+	}{
+		{"GET", "/v1/nothing-here", "", 404, "not_found"},
+		{"GET", "/v1/webhooks/tallyfy", "", 405, "method_not_allowed"},
+		{"DELETE", "/v1/projections", "", 405, "method_not_allowed"},
+		{"GET", "/v1/dead-letters", "", 401, "unauthorized"},
+		{"GET", "/v1/dead-letters", "Bearer wrong", 401, "unauthorized"},
+		{"GET", "/v1/dead-letters", "Basic " + adminToken, 401, "unauthorized"},
+		{"GET", "/v1/dead-letters", "Bearer " + adminToken, 200, ""},
+		{"GET", "/v1/dead-letters", "bearer " + adminToken, 200, ""},
+		{"GET", "/v1/dead-letters", "BEARER " + adminToken, 200, ""},
+		{"GET", "/v1/tasks/%00/completions", "", 400, "invalid_parameter"},
+		{"GET", "/v1/tasks/%FF%FE/completions", "", 400, "invalid_parameter"},
+		{"GET", "/v1/tasks/ok%00ok/completions", "", 400, "invalid_parameter"},
+		{"GET", "/v1/processes/%FF/completions", "", 400, "invalid_parameter"},
+		{"GET", "/v1/processes/p1/completions?cursor=" + cursor, "", 400, "invalid_parameter"},
+		{"GET", "/v1/processes/p1/completions?cursor=" + base64.RawURLEncoding.EncodeToString([]byte("a\x00")), "", 400, "invalid_parameter"},
+		{"GET", "/v1/tasks/%E2%9C%93/completions", "", 404, "task_not_found"}, // valid UTF-8: just unknown
+	} {
+		r := send(tt.method, tt.path, tt.auth)
+		if r.Status != tt.status || r.Error.Code != tt.code {
+			t.Errorf("%s %s (%s): %d %q, want %d %q", tt.method, tt.path, tt.auth, r.Status, r.Error.Code, tt.status, tt.code)
+		}
+		if tt.status == 405 && r.Header.Get("Allow") == "" {
+			t.Errorf("%s %s: 405 without Allow", tt.method, tt.path)
+		}
+	}
+}
