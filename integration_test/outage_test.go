@@ -58,6 +58,7 @@ func TestPostgresOutageLosesNothing(t *testing.T) {
 	outage := testenv.NewOutage(t, u.Host)
 	var logs syncBuffer
 	cfg := env.Config()
+	cfg.AdminToken = adminToken
 	cfg.DatabaseURL = outage.ThroughProxy(env.DatabaseURL)
 	_, js := testenv.ConnectURL(t, cfg.NATSURL)
 	env.DeleteStreamOnCleanup(t, js)

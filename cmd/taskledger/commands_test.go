@@ -37,6 +37,7 @@ func startService(t *testing.T) *running {
 	t.Helper()
 	env := testenv.New(t)
 	cfg := env.Config()
+	cfg.AdminToken = "test-admin-token"
 	_, js := testenv.ConnectURL(t, cfg.NATSURL)
 	env.DeleteStreamOnCleanup(t, js)
 	svc, err := service.Open(context.Background(), cfg, zerolog.Nop())
@@ -155,7 +156,9 @@ func TestDeadLettersCommand(t *testing.T) {
 		t.Fatalf("list --json: %v %+v\n%s", err, view, out)
 	}
 	// The same document as the API's answer.
-	resp, err := http.Get(r.url + "/v1/dead-letters")
+	req, _ := http.NewRequest(http.MethodGet, r.url+"/v1/dead-letters", nil)
+	req.Header.Set("Authorization", "Bearer "+r.cfg.AdminToken)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
