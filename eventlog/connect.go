@@ -3,6 +3,8 @@ package eventlog
 import (
 	"errors"
 	"fmt"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -13,9 +15,10 @@ import (
 // ErrUnreachable is returned by Connect when no NATS server answers.
 var ErrUnreachable = errors.New("cannot reach NATS")
 
-// Connect dials url (or, with ns set, the in-process server ns) and keeps
-// reconnecting forever, logging each disconnect and reconnect once.
-func Connect(url string, ns *server.Server, log zerolog.Logger) (*nats.Conn, error) {
+// Connect dials url (or, with ns set, the in-process server ns, as the
+// user of creds) and keeps reconnecting forever, logging each disconnect
+// and reconnect once.
+func Connect(urls string, ns *server.Server, creds *Credentials, log zerolog.Logger) (*nats.Conn, error) {
 	opts := []nats.Option{
 		nats.Name("taskledger"),
 		nats.MaxReconnects(-1),
@@ -36,9 +39,23 @@ func Connect(url string, ns *server.Server, log zerolog.Logger) (*nats.Conn, err
 	if ns != nil {
 		opts = append(opts, nats.InProcessServer(ns))
 	}
-	nc, err := nats.Connect(url, opts...)
+	if creds != nil {
+		opts = append(opts, nats.UserInfo(creds.User, creds.Password))
+	}
+	nc, err := nats.Connect(urls, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("%w at %q: %w", ErrUnreachable, url, err)
+		return nil, fmt.Errorf("%w at %q: %w", ErrUnreachable, redacted(urls), err)
 	}
 	return nc, nil
+}
+
+// redacted is urls with their passwords hidden, for messages.
+func redacted(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil {
+			parts[i] = u.Redacted()
+		}
+	}
+	return strings.Join(parts, ",")
 }

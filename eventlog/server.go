@@ -24,6 +24,9 @@ type ServerOptions struct {
 	// SyncAlways fsyncs every message before it is acknowledged, so an
 	// acknowledged event survives power loss, not only a process crash.
 	SyncAlways bool
+	// Credentials, when set, are required of every client, in-process
+	// ones included; without them the server takes anyone (tests only).
+	Credentials *Credentials
 	// SyncInterval is the fsync period when SyncAlways is false (0 means
 	// the server default, two minutes). Messages are written to the
 	// operating system before the acknowledgement either way.
@@ -60,6 +63,9 @@ func StartServer(o ServerOptions) (*server.Server, error) {
 			return nil, fmt.Errorf("embedded NATS server cannot listen on %s: %w", addr, err)
 		}
 		ln.Close()
+	}
+	if o.Credentials != nil {
+		opts.Username, opts.Password = o.Credentials.User, o.Credentials.Password
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

@@ -59,18 +59,41 @@ func TestServeEmbeddedAndShutDown(t *testing.T) {
 // webhook, then cancels it as SIGINT does and expects a clean exit.
 func serveAndStop(t *testing.T, args ...string) {
 	t.Helper()
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
+	base, stop := serving(t, args...)
+	resp, err := http.Post(base+"/v1/webhooks/tallyfy", "application/json", strings.NewReader(
+		`{"event":"task.completed","task_id":"t1","completed_at":"2024-01-15T10:30:00Z"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("webhook answered %d", resp.StatusCode)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("%s returned %v after shutdown, want nil", args[0], err)
+	}
+}
+
+// serving runs the command until it is ready, and returns its base URL and
+// a function that cancels it as SIGINT does and returns what it returned.
+func serving(t *testing.T, args ...string) (string, func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	logs := &syncBuffer{}
 	go func() {
 		// Port 0: the command binds a free port and logs which.
 		done <- run(ctx, append(args, "-http-addr", "127.0.0.1:0", "-log-level", "info"), io.Discard, logs)
 	}()
+	stop := func() error {
+		cancel()
+		return <-done
+	}
 	var base string
 	testenv.Poll(t, time.Minute, args[0]+" to answer ready", func() bool {
 		select {
 		case err := <-done:
+			cancel()
 			t.Fatalf("%s exited early: %v\n%s", args[0], err, logs)
 		default:
 		}
@@ -87,19 +110,7 @@ func serveAndStop(t *testing.T, args ...string) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
-	resp, err := http.Post(base+"/v1/webhooks/tallyfy", "application/json", strings.NewReader(
-		`{"event":"task.completed","task_id":"t1","completed_at":"2024-01-15T10:30:00Z"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("webhook answered %d", resp.StatusCode)
-	}
-	stop()
-	if err := <-done; err != nil {
-		t.Fatalf("%s returned %v after shutdown, want nil", args[0], err)
-	}
+	return base, stop
 }
 
 func TestRunRejectsBadInvocations(t *testing.T) {

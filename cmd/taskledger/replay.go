@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/taskledger/taskledger/consumers"
+	"github.com/taskledger/taskledger/eventlog"
 	"github.com/taskledger/taskledger/internal/service"
 	"github.com/taskledger/taskledger/projections"
 )
@@ -53,7 +54,11 @@ func replay(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if cfg.NATSURL == "" && cfg.EmbeddedNATSAddr.IsValid() && answers(cfg.EmbeddedNATSAddr.String()) {
 		// A running `taskledger serve` owns the embedded server: use it.
-		cfg.NATSURL = "nats://" + cfg.EmbeddedNATSAddr.String()
+		creds, err := eventlog.ReadCredentials(cfg.DataDir)
+		if err != nil {
+			return fmt.Errorf("a taskledger serve listens on %s, but its NATS credentials cannot be read: %w (run replay as its user, with its --data-dir)", cfg.EmbeddedNATSAddr, err)
+		}
+		cfg.NATSURL = creds.URL(cfg.EmbeddedNATSAddr.String())
 	}
 	if cfg.NATSURL == "" && !service.HasStoredStream(cfg) {
 		return fmt.Errorf("data directory %s holds no stream %s: run replay where `taskledger serve` keeps its data "+

@@ -41,8 +41,9 @@ import (
 type Service struct {
 	cfg      config.Config
 	log      zerolog.Logger
-	embedded *server.Server // nil when connected to an external server
-	dataLock *os.File       // flock held on the embedded server's data dir
+	embedded *server.Server        // nil when connected to an external server
+	creds    *eventlog.Credentials // the embedded server's; nil for an external one
+	dataLock *os.File              // flock held on the embedded server's data dir
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	stream   jetstream.Stream
@@ -114,7 +115,7 @@ func open(ctx context.Context, cfg config.Config, log zerolog.Logger, o options)
 			return nil, err
 		}
 	}
-	if s.nc, err = eventlog.Connect(cfg.NATSURL, s.embedded, log); err != nil {
+	if s.nc, err = eventlog.Connect(cfg.NATSURL, s.embedded, s.creds, log); err != nil {
 		return nil, err
 	}
 	if s.js, err = jetstream.New(s.nc); err != nil {
@@ -286,8 +287,15 @@ func (s *Service) startEmbedded() (err error) {
 	if s.dataLock, err = lockDir(s.cfg.DataDir); err != nil {
 		return err
 	}
+	// Nothing may append to the stream around the webhook endpoint's
+	// checks: the listener requires the credentials kept in the data dir.
+	creds, err := eventlog.LoadOrCreateCredentials(s.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	s.creds = &creds
 	s.embedded, err = eventlog.StartServer(eventlog.ServerOptions{StoreDir: dir, Port: int(s.cfg.EmbeddedNATSAddr.Port()),
-		SyncAlways: s.cfg.NATSSync.Always, SyncInterval: s.cfg.NATSSync.Interval})
+		SyncAlways: s.cfg.NATSSync.Always, SyncInterval: s.cfg.NATSSync.Interval, Credentials: s.creds})
 	if err != nil {
 		return err
 	}
