@@ -90,6 +90,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/projections/{name}/rebuild", a.admin(a.rebuild))
 	mux.HandleFunc("GET /v1/dead-letters", a.admin(a.deadLetters))
 	mux.HandleFunc("POST /v1/dead-letters/{id}/retry", a.admin(a.retryDeadLetter))
+	mux.HandleFunc("GET /openapi.json", serveOpenAPI)
 }
 
 func (a *API) taskCompletions(w http.ResponseWriter, r *http.Request) {

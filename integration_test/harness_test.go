@@ -94,7 +94,7 @@ func openServiceWith(t testing.TB, cfg config.Config, log zerolog.Logger, opts .
 	if err != nil {
 		t.Fatalf("open service: %v", err)
 	}
-	srv := httptest.NewServer(svc.Handler())
+	srv := httptest.NewServer(conforming(t, svc.Handler()))
 	t.Cleanup(func() {
 		srv.Close()
 		svc.Close(context.Background())
