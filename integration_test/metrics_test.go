@@ -313,3 +313,27 @@ func TestMetricsCountConsumerRestarts(t *testing.T) {
 		}
 	}
 }
+
+func TestMetricsCountSignatureFailuresBySource(t *testing.T) {
+	t.Parallel()
+	b := setupSigned(t)
+	before := b.scrape(t)
+	body := completion("unsigned", "2024-01-15T10:30:00Z")
+	for _, source := range []string{"github", "github", "tallyfy"} {
+		if r := b.post(t, source, body); r.Status != http.StatusUnauthorized {
+			t.Fatalf("unsigned delivery to %s: %+v, want 401", source, r)
+		}
+	}
+	if r := b.post(t, "stripe", body); r.Status != http.StatusAccepted {
+		t.Fatalf("unsigned delivery to a source without a scheme: %+v", r)
+	}
+	after := b.scrape(t)
+	for source, want := range map[string]float64{"github": 2, "tallyfy": 1, "stripe": 0} {
+		if got := delta(t, before, after, "taskledger_signature_failures_total", "source", source); got != want {
+			t.Errorf("signature failures of %s: +%v, want +%v", source, got, want)
+		}
+		if got := delta(t, before, after, "taskledger_webhooks_total", "source", source, "outcome", "rejected"); got != want {
+			t.Errorf("rejected from %s: +%v, want +%v", source, got, want)
+		}
+	}
+}

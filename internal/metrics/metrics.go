@@ -153,6 +153,9 @@ func (m *Metrics) initSeries(opts Options) {
 	if len(opts.Sources) > 0 {
 		sources = append(slices.Clone(opts.Sources), OtherSource)
 	}
+	for _, s := range sources {
+		m.signatureFailures.WithLabelValues(s)
+	}
 	for _, o := range []string{OutcomeAccepted, OutcomeDuplicate, OutcomeRejected, OutcomeUnavailable} {
 		m.webhookDuration.WithLabelValues(o)
 		for _, s := range sources {

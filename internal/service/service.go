@@ -159,7 +159,7 @@ func open(ctx context.Context, cfg config.Config, log zerolog.Logger, o options)
 	// A registry of its own, so that services sharing a process (tests)
 	// keep their metrics apart.
 	s.metrics = metrics.New(prometheus.NewRegistry(), metrics.Options{
-		Projections: names, Sources: cfg.Sources, Status: s.projectionStatus, Pool: s.pool,
+		Projections: names, Sources: sourceSet.Listed(), Status: s.projectionStatus, Pool: s.pool,
 	})
 	s.recentIngest = metrics.NewRecent(s.metrics.WebhookOutcomes, 5*time.Second, 15*time.Minute)
 	s.running.Go(func() { s.recentIngest.Run(s.background) })
