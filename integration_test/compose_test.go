@@ -57,7 +57,7 @@ func TestComposeFile(t *testing.T) {
 		}
 		if svc.Image != "" {
 			repo, tag, _ := strings.Cut(svc.Image, ":")
-			if !regexp.MustCompile(`^\d+\.\d+\.\d+`).MatchString(tag) && !regexp.MustCompile(`^\d+\.\d+(-|$)`).MatchString(tag) {
+			if !regexp.MustCompile(`^v?\d+\.\d+\.\d+`).MatchString(tag) && !regexp.MustCompile(`^\d+\.\d+(-|$)`).MatchString(tag) {
 				t.Errorf("%s: image %s is not pinned to a version", name, svc.Image)
 			}
 			if want, ok := pinned[repo]; ok && svc.Image != want {
