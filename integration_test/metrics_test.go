@@ -308,8 +308,10 @@ func TestMetricsCountConsumerRestarts(t *testing.T) {
 	b.waitApplied(t, b.accept(t, completion("restart", "2024-01-16T10:30:00Z")))
 	after := b.scrape(t)
 	for _, p := range projections.Every {
-		if got := delta(t, before, after, "taskledger_consumer_restarts_total", "projection", p.Name); got != 1 {
-			t.Errorf("restarts of %s: +%v, want +1", p.Name, got)
+		// At least the restart the kill caused; a reconnect refused by a
+		// busy server adds more.
+		if got := delta(t, before, after, "taskledger_consumer_restarts_total", "projection", p.Name); got < 1 {
+			t.Errorf("restarts of %s: +%v, want at least +1", p.Name, got)
 		}
 	}
 }
