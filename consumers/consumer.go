@@ -35,8 +35,8 @@ type Options struct {
 	// Share, when set, limits this replica to its fair share of the
 	// partitions; nil takes every free one.
 	Share *Share
-	// DedupRetention is how long seen dedup keys are kept; swept while
-	// active. Zero keeps them forever.
+	// DedupRetention is how long the key stage remembers a key, between
+	// stream timestamps. Zero remembers forever.
 	DedupRetention time.Duration
 	// Metrics records batches and restarts; nil records nothing.
 	Metrics *metrics.Metrics
@@ -74,6 +74,7 @@ func New(proj projections.Projection, pool *pgxpool.Pool, js jetstream.JetStream
 	if opts.StandbyPoll <= 0 {
 		opts.StandbyPoll = time.Second
 	}
+	proj.KeyRetention = opts.DedupRetention
 	opts.Partitions = max(opts.Partitions, 1)
 	worker := projections.Worker(proj.Name, opts.Partition, opts.Partitions)
 	l := log.With().Str("projection", proj.Name)
@@ -159,14 +160,7 @@ func (c *Consumer) runActive(ctx context.Context, out *outage) error {
 	out.recovered(c.log)
 	c.log.Info().Uint64("checkpoint", checkpoint).Msg("consumer active")
 
-	nextSweep := time.Now()
 	for ctx.Err() == nil {
-		if c.opts.DedupRetention > 0 && !c.proj.IsTimeline() && time.Now().After(nextSweep) {
-			if err := projections.SweepSeenKeys(ctx, conn, c.proj.Name, c.opts.DedupRetention); err != nil {
-				return err
-			}
-			nextSweep = time.Now().Add(time.Hour)
-		}
 		if c.opts.Share != nil && c.opts.Share.handOver(c.proj.Name, c.opts.Partitions) {
 			handedOver = true
 			return errHandOver
@@ -184,6 +178,11 @@ func (c *Consumer) runActive(ctx context.Context, out *outage) error {
 				return err
 			}
 			continue
+		}
+		if c.proj.WaitsForKeys() {
+			if err := waitForKeys(ctx, conn, batch.Entries[len(batch.Entries)-1].Message.Seq); err != nil {
+				return err
+			}
 		}
 		// Finish the batch even when shutdown starts, within DrainTimeout.
 		batchCtx, cancel := drainContext(ctx, c.opts.DrainTimeout)
@@ -368,9 +367,10 @@ func (c *Consumer) applyBatch(ctx context.Context, conn *pgx.Conn, entries []pro
 func decodeEntry(seq uint64, subject string, header map[string][]string, body []byte) projections.Entry {
 	rec, err := eventlog.Decode(seq, subject, header, body)
 	return projections.Entry{
-		Message:    projections.Message{Seq: seq, Subject: subject, Header: header, Body: body},
-		Record:     rec,
-		DecodeErr:  err,
-		ReceivedAt: eventlog.ReceivedAt(header),
+		Message:     projections.Message{Seq: seq, Subject: subject, Header: header, Body: body},
+		Record:      rec,
+		DecodeErr:   err,
+		ReceivedAt:  eventlog.ReceivedAt(header),
+		ExplicitKey: eventlog.ExplicitKey(header),
 	}
 }

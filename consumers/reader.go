@@ -172,7 +172,9 @@ func (r *Reader) read(opts ReadOptions) (Batch, error) {
 		if err != nil {
 			return Batch{}, err
 		}
-		b.Entries = append(b.Entries, decodeEntry(meta.Sequence.Stream, m.Subject(), m.Headers(), m.Data()))
+		e := decodeEntry(meta.Sequence.Stream, m.Subject(), m.Headers(), m.Data())
+		e.Message.Stored = meta.Timestamp
+		b.Entries = append(b.Entries, e)
 		b.Bytes += len(m.Data()) + headerBytes(m.Headers())
 		wait = max(opts.Linger, time.Millisecond)
 	}

@@ -3,6 +3,7 @@ package consumers
 import (
 	"context"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -157,6 +158,11 @@ func (b *Rebuild) Run(ctx context.Context, report func(Progress)) (err error) {
 		if err != nil {
 			return err
 		}
+		if len(entries) > 0 && b.proj.WaitsForKeys() {
+			if err := waitForKeys(ctx, b.conn, entries[len(entries)-1].Message.Seq); err != nil {
+				return err
+			}
+		}
 		if len(entries) > 0 {
 			empties = 0
 			err := pgx.BeginFunc(ctx, b.conn, func(tx pgx.Tx) error {
@@ -209,6 +215,18 @@ func (b *Rebuild) Run(ctx context.Context, report func(Progress)) (err error) {
 // all in one transaction that holds the live checkpoint lock, so the live
 // consumer pauses for its duration and no event is applied twice or missed.
 func (b *Rebuild) swap(ctx context.Context, reader *Reader, target uint64) error {
+	if b.proj.WaitsForKeys() {
+		// Events the key stage has not applied wait for the live consumer,
+		// after the swap. Read here, not inside the swap: waiting for the
+		// key stage while holding the live checkpoint could wait on the
+		// key stage's own swap. The live checkpoint never passes the key
+		// stage, so catching up to it stays safe.
+		keys, err := projections.Checkpoint(ctx, b.conn, projections.EventKeys.Name)
+		if err != nil {
+			return err
+		}
+		target = min(target, keys)
+	}
 	err := pgx.BeginFunc(ctx, b.conn, func(tx pgx.Tx) error {
 		live, err := b.proj.LockLive(ctx, tx)
 		if err != nil {
@@ -235,8 +253,15 @@ func (b *Rebuild) swap(ctx context.Context, reader *Reader, target uint64) error
 				}
 				continue
 			}
-			if err := b.applyShadow(ctx, tx, entries); err != nil {
-				return err
+			bound := max(live, target)
+			upTo := entries[:sort.Search(len(entries), func(i int) bool { return entries[i].Message.Seq > bound })]
+			if len(upTo) > 0 {
+				if err := b.applyShadow(ctx, tx, upTo); err != nil {
+					return err
+				}
+			}
+			if len(upTo) < len(entries) {
+				break
 			}
 		}
 		return b.proj.SwapShadow(ctx, tx)

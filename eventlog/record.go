@@ -115,3 +115,14 @@ func Decode(seq uint64, subject string, header nats.Header, data []byte) (domain
 	}
 	return domain.Recorded{Seq: seq, DedupKey: key, Event: ev}, nil
 }
+
+// ExplicitKey reports whether the dedup key of a stored message was chosen
+// by its sender (any layer but the derived one), so that the same key with
+// another body is a reused key rather than a duplicate. Messages appended
+// by other tools count by their Nats-Msg-Id.
+func ExplicitKey(header nats.Header) bool {
+	if origin := header.Get(HeaderKeyOrigin); origin != "" {
+		return origin != string(domain.OriginDerived)
+	}
+	return header.Get(nats.MsgIdHdr) != ""
+}

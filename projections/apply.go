@@ -22,6 +22,7 @@ type Message struct {
 	Subject string
 	Header  map[string][]string
 	Body    []byte
+	Stored  time.Time // the stream's timestamp; zero when not known
 }
 
 // Entry is one message handed to a projection: the event decoded from it,
@@ -32,6 +33,9 @@ type Entry struct {
 	Record     domain.Recorded
 	DecodeErr  error
 	ReceivedAt time.Time
+	// ExplicitKey is set when the sender chose the dedup key, so that the
+	// same key with another body is a reused key, not a duplicate.
+	ExplicitKey bool
 }
 
 // IsPermanent reports whether err is the data's fault rather than the
@@ -47,33 +51,54 @@ func IsPermanent(err error) bool {
 // Applied tells what ApplyEntries did besides applying.
 type Applied struct {
 	DeadLetters int // entries set aside as dead letters
-	Duplicates  int // entries dropped because their dedup key was seen
+	Duplicates  int // entries dropped as repeats of an earlier event
 }
 
 // ApplyEntries applies entries to the projection stored in schema, inside
-// tx. Entries that cannot be applied (undecodable, or rejected by the
-// database as bad data) are recorded as dead letters in the same
-// transaction, except that the timeline skips undecodable entries: they
-// belong to no task. A returned error is never the data's fault: the
-// caller should roll back and retry.
+// tx. Entries that cannot be applied (undecodable, reusing a sender-chosen
+// key for another body, or rejected by the database as bad data) are
+// recorded as dead letters in the same transaction, except that the
+// timeline skips undecodable entries: they belong to no task. The policies
+// drop exact repeats of an earlier event as the key stage found them, so
+// they must only be given entries the key stage has applied (see
+// WaitsForKeys). A returned error is never the data's fault: the caller
+// should roll back and retry.
 func (p Projection) ApplyEntries(ctx context.Context, tx pgx.Tx, schema string, entries []Entry) (Applied, error) {
+	if p.Keys {
+		return Applied{}, p.applyKeys(ctx, tx, schema, entries)
+	}
+	var repeats map[uint64]repeat
+	if p.WaitsForKeys() {
+		var err error
+		if repeats, err = repeatsAmong(ctx, tx, entries); err != nil {
+			return Applied{}, err
+		}
+	}
+	var out Applied
 	var applicable []Entry
 	var dead []deadLetter
 	for _, e := range entries {
-		if e.DecodeErr != nil && !p.IsTimeline() {
+		r, repeated := repeats[e.Message.Seq]
+		switch {
+		case e.DecodeErr != nil && !p.IsTimeline():
 			dead = append(dead, deadLetter{e.Message, e.DecodeErr.Error()})
-			continue
+		case repeated && r.reused:
+			dead = append(dead, deadLetter{e.Message, r.reason()})
+		case repeated:
+			out.Duplicates++
+		default:
+			applicable = append(applicable, e)
 		}
-		applicable = append(applicable, e)
 	}
-	var out Applied
+	repeatedBefore := out.Duplicates
 	err := inSavepoint(ctx, tx, func(sp pgx.Tx) (err error) {
-		out.Duplicates, err = p.apply(ctx, sp, schema, applicable)
+		dup, err := p.apply(ctx, sp, schema, applicable)
+		out.Duplicates = repeatedBefore + dup
 		return err
 	})
 	if IsPermanent(err) {
 		// Find the culprits: apply one entry at a time.
-		out.Duplicates, err = 0, nil
+		out.Duplicates, err = repeatedBefore, nil
 		for _, e := range applicable {
 			err := inSavepoint(ctx, tx, func(sp pgx.Tx) error {
 				dup, err := p.apply(ctx, sp, schema, []Entry{e})
@@ -111,7 +136,7 @@ func (p Projection) apply(ctx context.Context, tx DB, schema string, entries []E
 	for i, e := range entries {
 		records[i] = e.Record
 	}
-	return p.Apply(ctx, tx, schema, records)
+	return 0, p.Apply(ctx, tx, schema, records)
 }
 
 func inSavepoint(ctx context.Context, tx pgx.Tx, fn func(pgx.Tx) error) error {
@@ -126,72 +151,25 @@ func inSavepoint(ctx context.Context, tx pgx.Tx, fn func(pgx.Tx) error) error {
 	return sp.Commit(ctx)
 }
 
-// Apply applies records to the projection stored in schema: one statement
-// for the dedup tier, one for the completions, one for the task states,
-// whatever the number of records. Records whose dedup key the projection has
-// already seen, under another stream sequence, change nothing; it returns
-// how many there were.
-func (p Projection) Apply(ctx context.Context, tx DB, schema string, records []domain.Recorded) (duplicates int, err error) {
-	fresh, err := markSeen(ctx, tx, schema, records)
-	if err != nil {
-		return 0, err
-	}
-	if duplicates = len(records) - len(fresh); len(fresh) == 0 {
-		return duplicates, nil
+// Apply applies records to the policy's read model stored in schema: one
+// statement for the completions, one for the task states, whatever the
+// number of records. The upserts keep what the policy keeps whatever the
+// order or repetition of the records; repeats of an earlier event are
+// dropped before, as the key stage found them.
+func (p Projection) Apply(ctx context.Context, tx DB, schema string, records []domain.Recorded) error {
+	if len(records) == 0 {
+		return nil
 	}
 	var completions []domain.Completion
-	for _, r := range fresh {
+	for _, r := range records {
 		if c, ok := domain.CompletionOf(r); ok {
 			completions = append(completions, c)
 		}
 	}
 	if err := p.upsertCompletions(ctx, tx, schema, domain.Keep(p.Policy, completions)); err != nil {
-		return 0, err
+		return err
 	}
-	return duplicates, upsertStates(ctx, tx, schema, domain.FoldStates(fresh))
-}
-
-// markSeen inserts the records' dedup keys and returns the records whose
-// key was new. Within records, the first of a repeated key wins.
-func markSeen(ctx context.Context, tx DB, schema string, records []domain.Recorded) ([]domain.Recorded, error) {
-	if len(records) == 0 {
-		return nil, nil
-	}
-	keys := make([]string, 0, len(records))
-	seqs := make([]int64, 0, len(records))
-	inBatch := make(map[string]bool, len(records))
-	for _, r := range records {
-		if !inBatch[r.DedupKey] {
-			inBatch[r.DedupKey] = true
-			keys = append(keys, r.DedupKey)
-			seqs = append(seqs, int64(r.Seq))
-		}
-	}
-	rows, err := tx.Query(ctx, "INSERT INTO "+table(schema, "seen_keys")+` (dedup_key, stream_seq)
-		SELECT * FROM unnest($1::text[], $2::bigint[])
-		ON CONFLICT (dedup_key) DO NOTHING RETURNING stream_seq`, keys, seqs)
-	if err != nil {
-		return nil, fmt.Errorf("record dedup keys: %w", err)
-	}
-	newSeqs := make(map[uint64]bool, len(keys))
-	for rows.Next() {
-		var seq int64
-		if err := rows.Scan(&seq); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		newSeqs[uint64(seq)] = true
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("record dedup keys: %w", err)
-	}
-	fresh := make([]domain.Recorded, 0, len(newSeqs))
-	for _, r := range records {
-		if newSeqs[r.Seq] {
-			fresh = append(fresh, r)
-		}
-	}
-	return fresh, nil
+	return upsertStates(ctx, tx, schema, domain.FoldStates(records))
 }
 
 // upsertCompletions writes what the policy keeps, replacing a stored row

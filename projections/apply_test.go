@@ -92,9 +92,9 @@ func TestProjectionsIgnoreOrderAndDuplicates(t *testing.T) {
 		}
 		rng.Shuffle(len(delivered), func(i, j int) { delivered[i], delivered[j] = delivered[j], delivered[i] })
 
-		if _, err := pool.Exec(context.Background(), `TRUNCATE completions_all.completions, completions_all.seen_keys,
-			completions_all.task_state, completions_first.completions, completions_first.seen_keys,
-			completions_first.task_state, completions_latest.completions, completions_latest.seen_keys,
+		if _, err := pool.Exec(context.Background(), `TRUNCATE completions_all.completions,
+			completions_all.task_state, completions_first.completions,
+			completions_first.task_state, completions_latest.completions,
 			completions_latest.task_state`); err != nil {
 			t.Fatal(err)
 		}
@@ -128,17 +128,20 @@ func TestProjectionsIgnoreOrderAndDuplicates(t *testing.T) {
 	}
 }
 
-func TestSeenKeyWithAnotherSequenceChangesNothing(t *testing.T) {
+func TestRepeatedKeyChangesNothing(t *testing.T) {
 	t.Parallel()
 	pool := testenv.NewMigratedPool(t)
 	p := projections.ForPolicy(domain.PolicyAll)
+	applyBatch(t, pool, projections.EventKeys, []domain.Recorded{completed(1, "a1", 1)})
 	if got := applyBatch(t, pool, p, []domain.Recorded{completed(1, "a1", 1)}); got.Duplicates != 0 {
 		t.Errorf("first application counted %d duplicates", got.Duplicates)
 	}
-	// The same key stored again long after JetStream's window forgot it,
-	// with a different body: the durable tier drops it, and counts it.
+	// The same (derived) key stored again long after JetStream's window
+	// forgot it: the key stage finds it a repeat, the policy drops it and
+	// counts it.
 	late := completed(50, "a1", 3)
 	late.DedupKey = completed(1, "a1", 1).DedupKey
+	applyBatch(t, pool, projections.EventKeys, []domain.Recorded{late, completed(51, "b1", 1)})
 	if got := applyBatch(t, pool, p, []domain.Recorded{late, completed(51, "b1", 1)}); got.Duplicates != 1 {
 		t.Errorf("duplicates %d, want 1", got.Duplicates)
 	}
@@ -231,23 +234,5 @@ func TestProcessHistoriesPaginate(t *testing.T) {
 	}
 	if !reflect.DeepEqual(seen, []string{"a1", "a2", "a3", "a4", "a5"}) {
 		t.Errorf("pages gave %v", seen)
-	}
-}
-
-func TestSweepForgetsOnlyKeysPastRetention(t *testing.T) {
-	t.Parallel()
-	pool := testenv.NewMigratedPool(t)
-	ctx := context.Background()
-	p := projections.ForPolicy(domain.PolicyFirst)
-	applyBatch(t, pool, p, []domain.Recorded{completed(1, "a1", 1), completed(2, "a2", 1)})
-	if _, err := pool.Exec(ctx, `UPDATE completions_first.seen_keys SET seen_at = now() - interval '8 days' WHERE stream_seq = 1`); err != nil {
-		t.Fatal(err)
-	}
-	if err := projections.SweepSeenKeys(ctx, pool, p.Name, 7*24*time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	rows := testenv.Rows(t, pool, "SELECT stream_seq FROM completions_first.seen_keys")
-	if len(rows) != 1 || rows[0][0] != int64(2) {
-		t.Errorf("seen keys after the sweep: %v, want only seq 2", rows)
 	}
 }

@@ -79,10 +79,10 @@ func applyNaively(pool *pgxpool.Pool, r domain.Recorded) error {
 	ctx := context.Background()
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		var seen bool
-		if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM completions_all.seen_keys WHERE dedup_key = $1)", r.DedupKey).Scan(&seen); err != nil || seen {
+		if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM event_keys.keys WHERE dedup_key = $1)", r.DedupKey).Scan(&seen); err != nil || seen {
 			return err
 		}
-		if _, err := tx.Exec(ctx, "INSERT INTO completions_all.seen_keys (dedup_key, stream_seq) VALUES ($1, $2)", r.DedupKey, int64(r.Seq)); err != nil {
+		if _, err := tx.Exec(ctx, "INSERT INTO event_keys.keys (dedup_key, stream_seq, body_digest, stored_at) VALUES ($1, $2, '', now())", r.DedupKey, int64(r.Seq)); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO completions_all.completions

@@ -133,16 +133,6 @@ func SplitCheckpoint(ctx context.Context, tx DB, schema string, n int) error {
 	return nil
 }
 
-// SweepSeenKeys forgets dedup keys seen longer ago than retention: past it,
-// a duplicate is caught only by the read models' natural keys.
-func SweepSeenKeys(ctx context.Context, db DB, schema string, retention time.Duration) error {
-	_, err := db.Exec(ctx, "DELETE FROM "+table(schema, "seen_keys")+" WHERE seen_at < now() - $1::interval", retention)
-	if err != nil {
-		return fmt.Errorf("sweep seen keys of %s: %w", schema, err)
-	}
-	return nil
-}
-
 // Behind is how many stream sequences a checkpoint is behind the stream's
 // last one.
 func Behind(checkpoint, last uint64) uint64 { return last - min(checkpoint, last) }

@@ -12,7 +12,7 @@ package projections
 import (
 	"context"
 	"fmt"
-	"slices"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -21,10 +21,15 @@ import (
 )
 
 // Projection is one read model kept from the stream: a policy's completion
-// histories, or the timeline of events (Policy empty).
+// histories, the timeline of events, or the key stage (EventKeys).
 type Projection struct {
-	Name   string // also the name of its live schema
-	Policy domain.Policy
+	Name   string        // also the name of its live schema
+	Policy domain.Policy // empty for the timeline and the key stage
+	// Keys marks the key stage, the durable dedup tier.
+	Keys bool
+	// KeyRetention is how long the key stage remembers a key, between
+	// stream timestamps; 0 remembers forever. Set by whoever applies it.
+	KeyRetention time.Duration
 }
 
 // All lists the completion projections, one per policy.
@@ -37,11 +42,28 @@ var All = []Projection{
 // Timeline keeps every stored event of each task: the audit trail.
 var Timeline = Projection{Name: "timeline"}
 
-// Every lists every projection the consumers keep: All, then Timeline.
-var Every = append(slices.Clip(All), Timeline)
+// Every lists everything the consumers keep: the key stage, which the
+// policies wait for, then All, then Timeline.
+var Every = append(append([]Projection{EventKeys}, All...), Timeline)
 
-// IsTimeline reports whether p is the timeline rather than a policy.
-func (p Projection) IsTimeline() bool { return p.Policy == "" }
+// IsTimeline reports whether p is the timeline.
+func (p Projection) IsTimeline() bool { return p.Name == Timeline.Name }
+
+// PartitionsOf is how many partitions p is split into when the
+// configuration asks for configured: the key stage is never split, since
+// a key may come back on another task and so in another partition.
+func (p Projection) PartitionsOf(configured int) int {
+	if p.Keys {
+		return 1
+	}
+	return max(configured, 1)
+}
+
+// WaitsForKeys reports whether p may apply an event only once the key
+// stage has: the policies, which skip duplicates and set reused keys aside
+// as the key stage found them. The timeline tells events apart by their
+// bodies itself.
+func (p Projection) WaitsForKeys() bool { return p.Policy != "" }
 
 // ByName finds a projection by name.
 func ByName(name string) (Projection, bool) {
@@ -66,9 +88,12 @@ func ForPolicy(p domain.Policy) Projection {
 // createSchema creates the projection's tables, empty, in schema.
 func (p Projection) createSchema(ctx context.Context, db DB, schema string) error {
 	var err error
-	if p.IsTimeline() {
+	switch {
+	case p.IsTimeline():
 		_, err = db.Exec(ctx, "SELECT taskledger_create_timeline($1)", schema)
-	} else {
+	case p.Keys:
+		_, err = db.Exec(ctx, "SELECT taskledger_create_projection($1, 'keys')", schema)
+	default:
 		_, err = db.Exec(ctx, "SELECT taskledger_create_projection($1, $2)", schema, string(p.Policy))
 	}
 	if err != nil {

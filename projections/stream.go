@@ -133,10 +133,10 @@ func AdoptStream(ctx context.Context, db DB, id StreamIdentity) error {
 	return nil
 }
 
-// highestCheckpoint is the furthest any live projection has applied.
+// highestCheckpoint is the furthest any live stage has applied.
 func highestCheckpoint(ctx context.Context, db DB) (uint64, error) {
 	var highest uint64
-	for _, p := range All {
+	for _, p := range Every {
 		cp, err := liveCheckpoint(ctx, db, p)
 		if err != nil {
 			return 0, err

@@ -105,7 +105,7 @@ func replay(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 }
 
 func rebuild(ctx context.Context, svc *service.Service, proj projections.Projection, report func(consumers.Progress)) error {
-	rb, err := svc.Rebuilder().Start(ctx, proj)
+	rb, err := svc.StartRebuild(ctx, proj)
 	if err != nil {
 		return err
 	}

@@ -173,14 +173,17 @@ func open(ctx context.Context, cfg config.Config, log zerolog.Logger, o options)
 	}
 	s.share = consumers.NewShare(s.pool, time.Second, log)
 	for _, p := range projections.Every {
-		for part := range cfg.Partitions {
+		parts := p.PartitionsOf(cfg.Partitions)
+		for part := range parts {
 			partRead := read
-			partRead.Subjects = s.streamConfig().PartitionSubjects(part)
+			if parts > 1 {
+				partRead.Subjects = s.streamConfig().PartitionSubjects(part)
+			}
 			s.consumers = append(s.consumers, consumers.New(p, s.pool, s.js, consumers.Options{
 				ReadOptions:    partRead,
 				StandbyPoll:    time.Second,
 				Partition:      part,
-				Partitions:     cfg.Partitions,
+				Partitions:     parts,
 				Position:       s.position(),
 				Share:          s.share,
 				DedupRetention: cfg.DedupRetention,
@@ -230,7 +233,7 @@ func (s *Service) Start() {
 func (s *Service) ensurePartitions(ctx context.Context) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		for _, p := range projections.Every {
-			if err := projections.EnsurePartitions(ctx, tx, p.Name, s.cfg.Partitions); err != nil {
+			if err := projections.EnsurePartitions(ctx, tx, p.Name, p.PartitionsOf(s.cfg.Partitions)); err != nil {
 				return err
 			}
 		}
@@ -240,13 +243,27 @@ func (s *Service) ensurePartitions(ctx context.Context) error {
 
 func (s *Service) position() eventlog.Position { return eventlog.NewPosition(s.js, s.streamConfig()) }
 
+// StartRebuild starts a rebuild of proj (see consumers.Rebuilder.Start),
+// the key stage with the configured retention.
+func (s *Service) StartRebuild(ctx context.Context, proj projections.Projection) (*consumers.Rebuild, error) {
+	return s.rebuilder.Start(ctx, s.configured(proj))
+}
+
+// configured is proj as this service applies it.
+func (s *Service) configured(proj projections.Projection) projections.Projection {
+	if proj.Keys {
+		proj.KeyRetention = s.cfg.DedupRetention
+	}
+	return proj
+}
+
 // Rebuilder rebuilds projections from the stream.
 func (s *Service) Rebuilder() *consumers.Rebuilder { return s.rebuilder }
 
 // startRebuild takes proj's rebuild lock now and runs the rebuild in the
 // background, logging progress, until it ends or the service closes.
 func (s *Service) startRebuild(ctx context.Context, proj projections.Projection) error {
-	rb, err := s.rebuilder.Start(ctx, proj)
+	rb, err := s.StartRebuild(ctx, proj)
 	if err != nil {
 		return err
 	}
@@ -472,8 +489,8 @@ func (s *Service) AdoptStream(ctx context.Context, report func(consumers.Progres
 	if err != nil {
 		return fmt.Errorf("read stream %s: %w", s.cfg.Stream, err)
 	}
-	for _, p := range projections.All {
-		rb, err := s.rebuilder.StartAdopting(ctx, p)
+	for _, p := range projections.Every { // the key stage first: the policies wait for it
+		rb, err := s.rebuilder.StartAdopting(ctx, s.configured(p))
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,186 @@
+package projections
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/taskledger/taskledger/domain"
+)
+
+// The key stage is the durable dedup tier. It is applied from the stream
+// like a read model, ahead of them (a read model applies only what the key
+// stage has), and records per dedup key the original event: the first to
+// use the key within the retention, with its body digest and the stream's
+// timestamp. An event that uses a key again within the retention, measured
+// between the two events' stream timestamps, is a repeat: a duplicate, or,
+// for a sender-chosen key with another body, a reused key. Every decision
+// is thus a function of the stream alone, and a rebuild decides exactly as
+// the live stage did. The read models skip duplicates and set reused keys
+// aside as dead letters; the ingest answers re-sends from the originals.
+
+// ReasonKeyReused starts the reason of a dead letter whose sender-chosen
+// key was used before for another body; ingest answers such a re-send with
+// the same code.
+const ReasonKeyReused = "idempotency_key_reused"
+
+// EventKeys is the key stage.
+var EventKeys = Projection{Name: "event_keys", Keys: true}
+
+// Original is the event that first used a dedup key within the retention.
+type Original struct {
+	Key      string
+	Seq      uint64
+	Digest   string // domain.BodyDigest of its body
+	StoredAt time.Time
+}
+
+type repeat struct {
+	seq, originalSeq uint64
+	key              string
+	reused           bool
+}
+
+// applyKeys records the originals and repeats among entries, in stream
+// order, and forgets originals older than the retention before the newest
+// entry's timestamp (which changes no later decision).
+func (p Projection) applyKeys(ctx context.Context, tx DB, schema string, entries []Entry) error {
+	var keys []string
+	for _, e := range entries {
+		if e.DecodeErr == nil {
+			keys = append(keys, e.Record.DedupKey)
+		}
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	known, err := Originals(ctx, tx, schema, keys, time.Time{})
+	if err != nil {
+		return err
+	}
+	fresh := map[string]Original{}
+	var repeats []repeat
+	var newest time.Time
+	for _, e := range entries {
+		if e.DecodeErr != nil {
+			continue
+		}
+		at := e.Message.Stored
+		if at.After(newest) {
+			newest = at
+		}
+		digest := domain.BodyDigest(e.Message.Body)
+		o, ok := known[e.Record.DedupKey]
+		if !ok || (p.KeyRetention > 0 && at.Sub(o.StoredAt) > p.KeyRetention) {
+			o = Original{Key: e.Record.DedupKey, Seq: e.Message.Seq, Digest: digest, StoredAt: at}
+			known[o.Key], fresh[o.Key] = o, o
+			continue
+		}
+		repeats = append(repeats, repeat{seq: e.Message.Seq, originalSeq: o.Seq, key: o.Key,
+			reused: e.ExplicitKey && digest != o.Digest})
+	}
+	if err := upsertOriginals(ctx, tx, schema, fresh); err != nil {
+		return err
+	}
+	if err := insertRepeats(ctx, tx, schema, repeats); err != nil {
+		return err
+	}
+	if p.KeyRetention > 0 {
+		if _, err := tx.Exec(ctx, "DELETE FROM "+table(schema, "keys")+" WHERE stored_at < $1",
+			newest.Add(-p.KeyRetention)); err != nil {
+			return fmt.Errorf("forget expired keys: %w", err)
+		}
+	}
+	return nil
+}
+
+// Originals returns the originals of keys stored at or after since, by key.
+func Originals(ctx context.Context, db DB, schema string, keys []string, since time.Time) (map[string]Original, error) {
+	rows, err := db.Query(ctx, "SELECT dedup_key, stream_seq, body_digest, stored_at FROM "+table(schema, "keys")+
+		" WHERE dedup_key = ANY($1) AND stored_at >= $2", keys, since)
+	if err != nil {
+		return nil, fmt.Errorf("read dedup keys: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[string]Original, len(keys))
+	for rows.Next() {
+		var o Original
+		var seq int64
+		if err := rows.Scan(&o.Key, &seq, &o.Digest, &o.StoredAt); err != nil {
+			return nil, fmt.Errorf("read dedup keys: %w", err)
+		}
+		o.Seq = uint64(seq)
+		out[o.Key] = o
+	}
+	return out, rows.Err()
+}
+
+func upsertOriginals(ctx context.Context, tx DB, schema string, originals map[string]Original) error {
+	if len(originals) == 0 {
+		return nil
+	}
+	keys, digests := make([]string, 0, len(originals)), make([]string, 0, len(originals))
+	seqs, times := make([]int64, 0, len(originals)), make([]time.Time, 0, len(originals))
+	for _, o := range originals {
+		keys, seqs, digests, times = append(keys, o.Key), append(seqs, int64(o.Seq)), append(digests, o.Digest), append(times, o.StoredAt)
+	}
+	_, err := tx.Exec(ctx, "INSERT INTO "+table(schema, "keys")+` (dedup_key, stream_seq, body_digest, stored_at)
+		SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::timestamptz[])
+		ON CONFLICT (dedup_key) DO UPDATE SET stream_seq = excluded.stream_seq,
+			body_digest = excluded.body_digest, stored_at = excluded.stored_at`, keys, seqs, digests, times)
+	if err != nil {
+		return fmt.Errorf("record dedup keys: %w", err)
+	}
+	return nil
+}
+
+func insertRepeats(ctx context.Context, tx DB, schema string, repeats []repeat) error {
+	if len(repeats) == 0 {
+		return nil
+	}
+	n := len(repeats)
+	seqs, originals, keys, reused := make([]int64, n), make([]int64, n), make([]string, n), make([]bool, n)
+	for i, r := range repeats {
+		seqs[i], originals[i], keys[i], reused[i] = int64(r.seq), int64(r.originalSeq), r.key, r.reused
+	}
+	_, err := tx.Exec(ctx, "INSERT INTO "+table(schema, "repeats")+` (stream_seq, original_seq, dedup_key, reused)
+		SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::boolean[]) ON CONFLICT DO NOTHING`,
+		seqs, originals, keys, reused)
+	if err != nil {
+		return fmt.Errorf("record repeated keys: %w", err)
+	}
+	return nil
+}
+
+// repeatsAmong reads what the live key stage decided for the entries that
+// repeat an original, by stream sequence.
+func repeatsAmong(ctx context.Context, tx DB, entries []Entry) (map[uint64]repeat, error) {
+	if len(entries) == 0 {
+		return nil, nil
+	}
+	first, last := entries[0].Message.Seq, entries[0].Message.Seq
+	for _, e := range entries {
+		first, last = min(first, e.Message.Seq), max(last, e.Message.Seq)
+	}
+	rows, err := tx.Query(ctx, "SELECT stream_seq, original_seq, dedup_key, reused FROM "+table(EventKeys.Name, "repeats")+
+		" WHERE stream_seq BETWEEN $1 AND $2", int64(first), int64(last))
+	if err != nil {
+		return nil, fmt.Errorf("read repeated keys: %w", err)
+	}
+	defer rows.Close()
+	out := map[uint64]repeat{}
+	for rows.Next() {
+		var r repeat
+		var seq, original int64
+		if err := rows.Scan(&seq, &original, &r.key, &r.reused); err != nil {
+			return nil, fmt.Errorf("read repeated keys: %w", err)
+		}
+		r.seq, r.originalSeq = uint64(seq), uint64(original)
+		out[r.seq] = r
+	}
+	return out, rows.Err()
+}
+
+func (r repeat) reason() string {
+	return fmt.Sprintf("%s: key %q was used by stream sequence %d for a different body", ReasonKeyReused, r.key, r.originalSeq)
+}
