@@ -149,8 +149,10 @@ func (s *testStream) snapshot(t *testing.T) map[string][][]any {
 		queries[p.Name+".completions"] = "SELECT * FROM " + p.Name + ".completions ORDER BY task_id, completed_at"
 		queries[p.Name+".task_state"] = "SELECT * FROM " + p.Name + ".task_state ORDER BY task_id"
 		queries[p.Name+".checkpoint"] = "SELECT * FROM " + p.Name + ".checkpoint"
-		queries[p.Name+".seen_keys"] = "SELECT * FROM " + p.Name + ".seen_keys ORDER BY dedup_key"
 	}
+	queries["event_keys.keys"] = "SELECT * FROM event_keys.keys ORDER BY dedup_key"
+	queries["event_keys.repeats"] = "SELECT * FROM event_keys.repeats ORDER BY stream_seq"
+	queries["event_keys.checkpoint"] = "SELECT * FROM event_keys.checkpoint"
 	queries["timeline.events"] = "SELECT * FROM timeline.events ORDER BY stream_seq"
 	queries["timeline.checkpoint"] = "SELECT * FROM timeline.checkpoint"
 	out := map[string][][]any{}

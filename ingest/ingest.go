@@ -42,6 +42,7 @@ type Options struct {
 	// whose body does not fit in what is left gets 429 with Retry-After.
 	// At least MaxBodyBytes (64 MiB).
 	MaxInflightBytes int64
+	Keys             KeyMemory // the durable dedup tier; nil for none
 }
 
 // withDefaults fills the zero fields of o.
@@ -161,6 +162,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if h.opts.Keys != nil {
+		if o, ok := h.opts.Keys.Recall(r.Context(), key.Value); ok {
+			h.repeat(w, key, body, o.Seq, o.Digest, o.StoredAt, metrics.TierDurable)
+			return
+		}
+	}
+
 	ctx, cancel := context.WithTimeout(r.Context(), h.opts.PublishTimeout)
 	defer cancel()
 	appended, err := h.append(ctx, eventlog.Record{
@@ -185,13 +193,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.unavailable(w, err)
 		return
 	}
-	if key.Explicit() && original.BodyDigest != domain.BodyDigest(body) {
+	h.repeat(w, key, body, appended.Seq, original.BodyDigest, original.StoredAt, metrics.TierJetStreamWindow)
+}
+
+// repeat answers a re-send of the event stored at seq with digest at
+// storedAt, as tier found it: 200 duplicate with the original sequence, or
+// 422 when a sender-chosen key comes back with another body.
+func (h *Handler) repeat(w http.ResponseWriter, key domain.DedupKey, body []byte, seq uint64, digest string,
+	storedAt time.Time, tier string) {
+	if key.Explicit() && digest != domain.BodyDigest(body) {
 		httpjson.Error(w, http.StatusUnprocessableEntity, httpjson.CodeKeyReused, fmt.Sprintf(
-			"%s %q was already used for a different body (stream sequence %d)", key.Origin, key.Value, appended.Seq))
+			"%s %q was already used for a different body (stream sequence %d)", key.Origin, key.Value, seq))
 		return
 	}
-	h.opts.Metrics.Deduplicated(metrics.TierJetStreamWindow, original.StoredAt, h.opts.Now())
-	httpjson.Write(w, http.StatusOK, Response{Status: "duplicate", DedupKey: key.Value, StreamSeq: appended.Seq, Duplicate: true})
+	h.opts.Metrics.Deduplicated(tier, storedAt, h.opts.Now())
+	httpjson.Write(w, http.StatusOK, Response{Status: "duplicate", DedupKey: key.Value, StreamSeq: seq, Duplicate: true})
 }
 
 // readBody reads the body, at most limit bytes, into a buffer of size

@@ -277,37 +277,6 @@ func TestTiesOnCompletedAtBreakByStreamSequence(t *testing.T) {
 	}
 }
 
-func TestResentAfterTheDuplicateWindowIsProjectedOnce(t *testing.T) {
-	t.Parallel()
-	const window = time.Second
-	b := setupRunning(t, func(c *config.Config) { c.DuplicateWindow = window })
-	const at = "2024-01-15T10:30:00Z"
-	body := completion("resent", at)
-	first := b.accept(t, body)
-
-	var again reply
-	eventually(t, "JetStream to forget the event's id", func() bool {
-		again = b.post(t, "tallyfy", body)
-		return again.Status != http.StatusOK || again.StreamSeq != first
-	})
-	if again.Status != http.StatusAccepted || again.StreamSeq != first+1 || again.DedupKey == "" {
-		t.Fatalf("re-sent after the window: %+v, want 202 stored at seq %d", again, first+1)
-	}
-	if n := b.messages(t); n != 2 {
-		t.Fatalf("stream holds %d events, want both deliveries", n)
-	}
-	b.waitApplied(t, again.StreamSeq)
-	for _, p := range projections.All {
-		if cp := b.checkpoint(t, p.Name); cp != 2 {
-			t.Errorf("%s checkpoint %d, want 2", p.Name, cp)
-		}
-	}
-	b.checkHistory(t, "resent", []string{at}, false)
-	if h := b.history(t, "resent", domain.PolicyAll); len(h.Completions) != 1 || h.Completions[0].StreamSeq != first {
-		t.Errorf("all: %+v, want the completion once, from seq %d", h.Completions, first)
-	}
-}
-
 func TestPoisonEventIsDeadLetteredWhileLaterEventsAreProjected(t *testing.T) {
 	t.Parallel()
 	b := setupRunning(t, func(c *config.Config) { c.AdminToken = adminToken })

@@ -50,15 +50,19 @@ func (b *bundle) waitCaughtUp(t *testing.T) {
 	}
 }
 
-// snapshot is a projection's read model and checkpoint, row for row.
+// snapshot is a projection's tables and checkpoint, row for row (for a
+// policy, or the key stage).
 func (b *bundle) snapshot(t *testing.T, p projections.Projection) [][][]any {
 	t.Helper()
-	return [][][]any{
-		testenv.Rows(t, b.svc.Pool(), "SELECT * FROM "+p.Name+".completions ORDER BY task_id, completed_at"),
-		testenv.Rows(t, b.svc.Pool(), "SELECT * FROM "+p.Name+".task_state ORDER BY task_id"),
-		testenv.Rows(t, b.svc.Pool(), "SELECT last_seq FROM "+p.Name+".checkpoint"),
-		testenv.Rows(t, b.svc.Pool(), "SELECT dedup_key, stream_seq FROM "+p.Name+".seen_keys ORDER BY dedup_key"),
+	tables := []string{"completions ORDER BY task_id, completed_at", "task_state ORDER BY task_id"}
+	if p.Keys {
+		tables = []string{"keys ORDER BY dedup_key", "repeats ORDER BY stream_seq"}
 	}
+	out := [][][]any{testenv.Rows(t, b.svc.Pool(), "SELECT last_seq FROM "+p.Name+".checkpoint")}
+	for _, table := range tables {
+		out = append(out, testenv.Rows(t, b.svc.Pool(), "SELECT * FROM "+p.Name+"."+table))
+	}
+	return out
 }
 
 func (b *bundle) adminPost(t *testing.T, path, token string) reply {

@@ -28,12 +28,12 @@ func keyHistory() []projections.Entry {
 	day := 24 * time.Hour
 	return []projections.Entry{
 		keyedEntry(1, "s:k1", "A", t0, true),
-		keyedEntry(2, "s:k1", "A", t0.Add(time.Hour), true),    // a re-send: duplicate of 1
-		keyedEntry(3, "s:k1", "B", t0.Add(3*day), true),        // another body: reused key
-		keyedEntry(4, "s:derived:x", "C", t0.Add(day), false),  // original
+		keyedEntry(2, "s:k1", "A", t0.Add(time.Hour), true),     // a re-send: duplicate of 1
+		keyedEntry(3, "s:k1", "B", t0.Add(3*day), true),         // another body: reused key
+		keyedEntry(4, "s:derived:x", "C", t0.Add(day), false),   // original
 		keyedEntry(5, "s:derived:x", "D", t0.Add(2*day), false), // derived keys never count as reused
-		keyedEntry(6, "s:k1", "B", t0.Add(8*day), true),        // past the retention of 1: a new original
-		keyedEntry(7, "s:k1", "A", t0.Add(9*day), true),        // reused against 6
+		keyedEntry(6, "s:k1", "B", t0.Add(8*day), true),         // past the retention of 1: a new original
+		keyedEntry(7, "s:k1", "A", t0.Add(9*day), true),         // reused against 6
 	}
 }
 
@@ -70,7 +70,7 @@ func TestKeyStageDecidesByStoredTimeWhateverTheBatching(t *testing.T) {
 	history := keyHistory()
 
 	applyIn(t, pool, keys, keys.Name, history)
-	if err := keys.PrepareShadow(context.Background(), pool, 0); err != nil {
+	if err := keys.PrepareShadow(context.Background(), pool, 0, 1); err != nil {
 		t.Fatal(err)
 	}
 	for _, e := range history {
@@ -118,8 +118,8 @@ func TestKeyStageDecidesByStoredTimeWhateverTheBatching(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, seq := range []uint64{3, 7} {
-		if i >= len(letters) || letters[i].Message.Seq != seq || !strings.HasPrefix(letters[i].Reason, domain.CodeKeyReused) {
-			t.Errorf("dead letters %+v, want seqs 3 and 7 with reason %s", letters, domain.CodeKeyReused)
+		if i >= len(letters) || letters[i].Message.Seq != seq || !strings.HasPrefix(letters[i].Reason, projections.ReasonKeyReused) {
+			t.Errorf("dead letters %+v, want seqs 3 and 7 with reason %s", letters, projections.ReasonKeyReused)
 			break
 		}
 	}

@@ -98,6 +98,10 @@ type Config struct {
 	// (TASKLEDGER_DEDUP_RETENTION, default 168h = 7 days); at least the
 	// duplicate window.
 	DedupRetention time.Duration
+	// DedupLookupTimeout is the most the durable dedup tier's lookup adds
+	// to a webhook (TASKLEDGER_DEDUP_LOOKUP_TIMEOUT, default 100ms); past it
+	// the event is appended and the key stage finds it a repeat.
+	DedupLookupTimeout time.Duration
 	// ShutdownTimeout bounds the graceful drain on SIGTERM
 	// (TASKLEDGER_SHUTDOWN_TIMEOUT, 30s).
 	ShutdownTimeout time.Duration
@@ -110,24 +114,25 @@ const MaxPartitions = 64
 // Default returns the documented defaults.
 func Default() Config {
 	return Config{
-		Role:             RoleAll,
-		HTTPAddr:         ":8080",
-		DatabaseURL:      "postgres://postgres@127.0.0.1:5432/taskledger?sslmode=disable",
-		DataDir:          "./data",
-		EmbeddedNATSAddr: netip.MustParseAddrPort("127.0.0.1:4223"),
-		NATSSync:         SyncPolicy{Always: true},
-		LogLevel:         "info",
-		Stream:           "TASK_EVENTS",
-		SubjectPrefix:    "taskledger.events",
-		DuplicateWindow:  2 * time.Minute,
-		StreamReplicas:   1,
-		Partitions:       1,
-		MaxBodyBytes:     1 << 20,
-		MaxInflightBytes: 64 << 20,
-		PublishTimeout:   5 * time.Second,
-		ShutdownTimeout:  30 * time.Second,
-		BatchSize:        500,
-		DedupRetention:   7 * 24 * time.Hour,
+		Role:               RoleAll,
+		HTTPAddr:           ":8080",
+		DatabaseURL:        "postgres://postgres@127.0.0.1:5432/taskledger?sslmode=disable",
+		DataDir:            "./data",
+		EmbeddedNATSAddr:   netip.MustParseAddrPort("127.0.0.1:4223"),
+		NATSSync:           SyncPolicy{Always: true},
+		LogLevel:           "info",
+		Stream:             "TASK_EVENTS",
+		SubjectPrefix:      "taskledger.events",
+		DuplicateWindow:    2 * time.Minute,
+		StreamReplicas:     1,
+		Partitions:         1,
+		MaxBodyBytes:       1 << 20,
+		MaxInflightBytes:   64 << 20,
+		PublishTimeout:     5 * time.Second,
+		ShutdownTimeout:    30 * time.Second,
+		BatchSize:          500,
+		DedupRetention:     7 * 24 * time.Hour,
+		DedupLookupTimeout: 100 * time.Millisecond,
 	}
 }
 
@@ -239,6 +244,7 @@ func (c *Config) settings() []setting {
 		{"publish-timeout", "wait for JetStream's ack before answering 503", (*durationValue)(&c.PublishTimeout)},
 		{"batch-size", "events per projection transaction: 1 to 10000", numberValue[int]{&c.BatchSize}},
 		{"dedup-retention", "how long the durable dedup tier keeps keys; at least the duplicate window", (*durationValue)(&c.DedupRetention)},
+		{"dedup-lookup-timeout", "the most the durable dedup lookup adds to a webhook before it is appended anyway", (*durationValue)(&c.DedupLookupTimeout)},
 		{"shutdown-timeout", "limit on the graceful drain at SIGINT/SIGTERM", (*durationValue)(&c.ShutdownTimeout)},
 	}
 }
@@ -310,6 +316,9 @@ func (c Config) Validate() error {
 	}
 	if c.DedupRetention < c.DuplicateWindow {
 		bad("dedup-retention", "%v: want at least the duplicate window (%v)", c.DedupRetention, c.DuplicateWindow)
+	}
+	if c.DedupLookupTimeout <= 0 {
+		bad("dedup-lookup-timeout", "%v: must be positive", c.DedupLookupTimeout)
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("shutdown-timeout", "%v: must be positive", c.ShutdownTimeout)

@@ -46,6 +46,7 @@ func TestValidateNamesEachBadSetting(t *testing.T) {
 		{"publish timeout", func(c *Config) { c.PublishTimeout = 0 }, "publish-timeout"},
 		{"batch size", func(c *Config) { c.BatchSize = 0 }, "batch-size"},
 		{"dedup retention", func(c *Config) { c.DedupRetention = time.Second }, "dedup-retention"},
+		{"dedup lookup timeout", func(c *Config) { c.DedupLookupTimeout = 0 }, "dedup-lookup-timeout"},
 		{"shutdown timeout", func(c *Config) { c.ShutdownTimeout = -time.Second }, "shutdown-timeout"},
 	}
 	for _, tt := range tests {

@@ -358,6 +358,11 @@ func (s *Service) routes() http.Handler {
 	mux := http.NewServeMux()
 	if s.cfg.Ingests() {
 		appender := eventlog.NewAppender(s.nc, s.js, s.stream, s.streamConfig())
+		keys := ingest.NewDurableTier(s.pool, ingest.DurableOptions{
+			Retention: s.cfg.DedupRetention,
+			Timeout:   s.cfg.DedupLookupTimeout,
+		}, s.log)
+		s.running.Go(func() { keys.Run(s.background) })
 		mux.Handle("POST /v1/webhooks/{source}", s.metrics.Webhooks(ingest.New(appender, ingest.Options{
 			Sources:          s.sources,
 			MaxBodyBytes:     s.cfg.MaxBodyBytes,
@@ -365,6 +370,7 @@ func (s *Service) routes() http.Handler {
 			PublishTimeout:   s.cfg.PublishTimeout,
 			Now:              time.Now,
 			Metrics:          s.metrics,
+			Keys:             keys,
 		}, s.log)))
 	} else {
 		mux.HandleFunc("POST /v1/webhooks/{source}", func(w http.ResponseWriter, _ *http.Request) {

@@ -1,0 +1,161 @@
+package ingest
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/taskledger/taskledger/projections"
+)
+
+// KeyMemory is the durable dedup tier as the handler sees it (CONTRACT 3,
+// tier 2): what the key stage knows of a key after JetStream's window.
+type KeyMemory interface {
+	// Recall returns the original event stored under key within the
+	// retention. ok is false when none is known, and also when the tier
+	// cannot answer quickly: the event is then appended, and the key stage
+	// finds it a repeat.
+	Recall(ctx context.Context, key string) (o projections.Original, ok bool)
+}
+
+// DurableOptions configures a DurableTier.
+type DurableOptions struct {
+	Retention time.Duration    // keys stored longer ago are forgotten
+	Timeout   time.Duration    // the most a lookup adds to a request
+	MaxBatch  int              // keys per query; 0 means 256
+	Workers   int              // queries in flight at once; 0 means 2
+	Now       func() time.Time // the clock; nil means time.Now
+}
+
+// DurableTier answers the handler's lookups from the key stage's table.
+// Lookups of concurrent requests are gathered into one query: a worker
+// takes every lookup waiting when it is free, up to MaxBatch, so under load
+// one round trip answers many requests and an idle service pays one round
+// trip per request, with no added wait. A lookup never holds a request
+// longer than Timeout; after a failure the tier answers "unknown" at once
+// for a second, so a Postgres outage costs ingest nothing.
+type DurableTier struct {
+	db       projections.DB
+	opts     DurableOptions
+	log      zerolog.Logger
+	requests chan recall
+	// failingUntil is when to try Postgres again after a failure (Unix ns).
+	failingUntil atomic.Int64
+	failing      atomic.Bool
+	queries      atomic.Int64
+}
+
+type recall struct {
+	key   string
+	reply chan recalled // buffered: a worker never waits on a caller gone
+}
+
+type recalled struct {
+	original projections.Original
+	ok       bool
+}
+
+// NewDurableTier returns a tier reading db; start its workers with Run.
+func NewDurableTier(db projections.DB, opts DurableOptions, log zerolog.Logger) *DurableTier {
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 256
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = 2
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &DurableTier{db: db, opts: opts, log: log, requests: make(chan recall, 4*opts.MaxBatch)}
+}
+
+// Run answers lookups until ctx ends.
+func (d *DurableTier) Run(ctx context.Context) {
+	done := make(chan struct{})
+	for range d.opts.Workers {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			d.work(ctx)
+		}()
+	}
+	for range d.opts.Workers {
+		<-done
+	}
+}
+
+func (d *DurableTier) work(ctx context.Context) {
+	for {
+		var batch []recall
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-d.requests:
+			batch = append(batch, r)
+		}
+	gather:
+		for len(batch) < d.opts.MaxBatch {
+			select {
+			case r := <-d.requests:
+				batch = append(batch, r)
+			default:
+				break gather
+			}
+		}
+		d.answer(ctx, batch)
+	}
+}
+
+// answer looks batch up in one query.
+func (d *DurableTier) answer(ctx context.Context, batch []recall) {
+	keys := make([]string, 0, len(batch))
+	seen := make(map[string]bool, len(batch))
+	for _, r := range batch {
+		if !seen[r.key] {
+			seen[r.key] = true
+			keys = append(keys, r.key)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, d.opts.Timeout)
+	defer cancel()
+	d.queries.Add(1)
+	originals, err := projections.Originals(ctx, d.db, projections.EventKeys.Name, keys, d.opts.Now().Add(-d.opts.Retention))
+	if err != nil {
+		d.failingUntil.Store(time.Now().Add(time.Second).UnixNano())
+		if !d.failing.Swap(true) {
+			d.log.Warn().Err(err).Msg("durable dedup tier unreachable; appending re-sends for the key stage to find")
+		}
+	} else if d.failing.Swap(false) {
+		d.log.Info().Msg("durable dedup tier answers again")
+	}
+	for _, r := range batch {
+		o, ok := originals[r.key]
+		r.reply <- recalled{original: o, ok: ok}
+	}
+}
+
+// Recall implements KeyMemory.
+func (d *DurableTier) Recall(ctx context.Context, key string) (projections.Original, bool) {
+	if time.Now().UnixNano() < d.failingUntil.Load() {
+		return projections.Original{}, false
+	}
+	r := recall{key: key, reply: make(chan recalled, 1)}
+	timer := time.NewTimer(d.opts.Timeout)
+	defer timer.Stop()
+	select {
+	case d.requests <- r:
+	case <-timer.C:
+		return projections.Original{}, false
+	case <-ctx.Done():
+		return projections.Original{}, false
+	}
+	select {
+	case got := <-r.reply:
+		return got.original, got.ok
+	case <-timer.C:
+		return projections.Original{}, false
+	case <-ctx.Done():
+		return projections.Original{}, false
+	}
+}
