@@ -323,9 +323,12 @@ func (a *API) rebuild(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	err := a.StartRebuild(r.Context(), proj)
+	var mismatch *projections.StreamMismatchError
 	switch {
 	case errors.Is(err, projections.ErrRebuildRunning):
 		httpjson.Error(w, http.StatusConflict, httpjson.CodeRebuildRunning, err.Error())
+	case errors.As(err, &mismatch):
+		httpjson.Error(w, http.StatusConflict, httpjson.CodeStreamMismatch, err.Error())
 	case err != nil:
 		a.internal(w, err)
 	default:

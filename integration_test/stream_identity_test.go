@@ -143,7 +143,7 @@ func TestSecondInstanceWithItsOwnEmbeddedServerIsRefused(t *testing.T) {
 
 func TestStreamResetUnderARunningServiceStallsAndIsNotReady(t *testing.T) {
 	t.Parallel()
-	b := setupRunning(t, nil)
+	b := setupRunning(t, func(c *config.Config) { c.AdminToken = adminToken })
 	for _, at := range []string{"2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z"} {
 		b.accept(t, completion("reset", at))
 	}
@@ -190,6 +190,9 @@ func TestStreamResetUnderARunningServiceStallsAndIsNotReady(t *testing.T) {
 	}
 	if status := getStatus(t, b.url+"/readyz"); status != http.StatusServiceUnavailable {
 		t.Errorf("readyz after the reset: %d, want 503", status)
+	}
+	if r := b.adminPost(t, "/v1/projections/completions_all/rebuild", adminToken); r.Status != http.StatusConflict || r.Error.Code != "stream_mismatch" {
+		t.Errorf("rebuild against the reset stream: %+v, want 409 stream_mismatch", r)
 	}
 	// The consumers stop, and apply nothing from the new stream.
 	eventually(t, "the consumers to stop", func() bool {

@@ -29,6 +29,7 @@ const (
 	CodeTaskNotFound       = "task_not_found"
 	CodeProjectionNotFound = "projection_not_found"
 	CodeRebuildRunning     = "rebuild_running"
+	CodeStreamMismatch     = "stream_mismatch" // the database follows another stream
 	CodeDeadLetterNotFound = "dead_letter_not_found"
 	CodeStillFailing       = "still_failing"
 	CodeAdminDisabled      = "admin_disabled"
