@@ -180,7 +180,7 @@ func (c *Consumer) runActive(ctx context.Context, out *outage) error {
 			continue
 		}
 		if c.proj.WaitsForKeys() {
-			if err := waitForKeys(ctx, conn, batch.Entries[len(batch.Entries)-1].Message.Seq); err != nil {
+			if err := waitForKeys(ctx, conn, batch.Entries[len(batch.Entries)-1].Message.Seq, 0); err != nil {
 				return err
 			}
 		}

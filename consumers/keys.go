@@ -2,22 +2,34 @@ package consumers
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/taskledger/taskledger/projections"
 )
 
+// ErrKeysBehind says a rebuild waited in vain for the key stage.
+var ErrKeysBehind = errors.New("the key stage (" + projections.EventKeys.Name + ") is not following the stream: " +
+	"run taskledger serve, or rebuild " + projections.EventKeys.Name + " first")
+
 // waitForKeys waits until the key stage has applied the stream through seq:
-// a read model applies an event only once the key stage has recorded
-// whether it repeats an earlier one. It polls with a pause that grows from
-// a millisecond, so a read model follows the key stage closely under load
-// and costs little while idle.
-func waitForKeys(ctx context.Context, db projections.DB, seq uint64) error {
-	pause := time.Millisecond
+// a policy applies an event only once the key stage has recorded whether
+// it repeats an earlier one. It polls with a pause that grows from a
+// millisecond, so a policy follows the key stage closely under load and
+// costs little while idle. With patience set, it gives up with
+// ErrKeysBehind once the key stage has not moved for that long.
+func waitForKeys(ctx context.Context, db projections.DB, seq uint64, patience time.Duration) error {
+	pause, last, since := time.Millisecond, uint64(0), time.Now()
 	for {
 		cp, err := projections.Checkpoint(ctx, db, projections.EventKeys.Name)
 		if err != nil || cp >= seq {
 			return err
+		}
+		if cp != last {
+			last, since = cp, time.Now()
+		} else if patience > 0 && time.Since(since) > patience {
+			return fmt.Errorf("%w (it is at %d, the rebuild needs %d)", ErrKeysBehind, cp, seq)
 		}
 		select {
 		case <-ctx.Done():
@@ -26,4 +38,15 @@ func waitForKeys(ctx context.Context, db projections.DB, seq uint64) error {
 		}
 		pause = min(2*pause, 50*time.Millisecond)
 	}
+}
+
+// KeyStageLive reports whether a consumer is applying the key stage now,
+// in any replica.
+func KeyStageLive(ctx context.Context, db projections.DB) (bool, error) {
+	var live bool
+	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks l
+		WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+		AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+		AND l.classid = $1::int::oid AND l.objid = hashtext($2)::oid)`, LockClassConsumer, projections.EventKeys.Name).Scan(&live)
+	return live, err
 }

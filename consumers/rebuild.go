@@ -15,6 +15,10 @@ import (
 	"github.com/taskledger/taskledger/projections"
 )
 
+// keysPatience is how long a rebuild waits for a key stage that does not
+// move before it fails.
+const keysPatience = 30 * time.Second
+
 // Rebuilder replays the stream from sequence 1 into a projection's shadow
 // schema while the live one keeps serving and the live consumer keeps it
 // current, then swaps the shadow in.
@@ -159,7 +163,7 @@ func (b *Rebuild) Run(ctx context.Context, report func(Progress)) (err error) {
 			return err
 		}
 		if len(entries) > 0 && b.proj.WaitsForKeys() {
-			if err := waitForKeys(ctx, b.conn, entries[len(entries)-1].Message.Seq); err != nil {
+			if err := waitForKeys(ctx, b.conn, entries[len(entries)-1].Message.Seq, keysPatience); err != nil {
 				return err
 			}
 		}

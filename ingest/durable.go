@@ -23,6 +23,9 @@ type KeyMemory interface {
 // DurableOptions configures a DurableTier.
 type DurableOptions struct {
 	Retention time.Duration    // keys stored longer ago are forgotten
+	// Window is JetStream's duplicate window: keys stored more recently
+	// are left to it, so each tier answers the re-sends it is there for.
+	Window    time.Duration
 	Timeout   time.Duration    // the most a lookup adds to a request
 	MaxBatch  int              // keys per query; 0 means 256
 	Workers   int              // queries in flight at once; 0 means 2
@@ -152,6 +155,9 @@ func (d *DurableTier) Recall(ctx context.Context, key string) (projections.Origi
 	}
 	select {
 	case got := <-r.reply:
+		if got.ok && d.opts.Now().Sub(got.original.StoredAt) < d.opts.Window {
+			return projections.Original{}, false
+		}
 		return got.original, got.ok
 	case <-timer.C:
 		return projections.Original{}, false

@@ -104,7 +104,21 @@ func replay(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	return err
 }
 
+// rebuild rebuilds proj. A policy needs the key stage ahead of it: with no
+// service applying the key stage, it is rebuilt first, up to the stream's
+// end.
 func rebuild(ctx context.Context, svc *service.Service, proj projections.Projection, report func(consumers.Progress)) error {
+	if proj.WaitsForKeys() {
+		live, err := consumers.KeyStageLive(ctx, svc.Pool())
+		if err != nil {
+			return err
+		}
+		if !live {
+			if err := rebuild(ctx, svc, projections.EventKeys, report); err != nil {
+				return err
+			}
+		}
+	}
 	rb, err := svc.StartRebuild(ctx, proj)
 	if err != nil {
 		return err

@@ -360,6 +360,7 @@ func (s *Service) routes() http.Handler {
 		appender := eventlog.NewAppender(s.nc, s.js, s.stream, s.streamConfig())
 		keys := ingest.NewDurableTier(s.pool, ingest.DurableOptions{
 			Retention: s.cfg.DedupRetention,
+			Window:    s.cfg.DuplicateWindow,
 			Timeout:   s.cfg.DedupLookupTimeout,
 		}, s.log)
 		s.running.Go(func() { keys.Run(s.background) })
