@@ -39,14 +39,3 @@ func waitForKeys(ctx context.Context, db projections.DB, seq uint64, patience ti
 		pause = min(2*pause, 50*time.Millisecond)
 	}
 }
-
-// KeyStageLive reports whether a consumer is applying the key stage now,
-// in any replica.
-func KeyStageLive(ctx context.Context, db projections.DB) (bool, error) {
-	var live bool
-	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks l
-		WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
-		AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-		AND l.classid = $1::int::oid AND l.objid = hashtext($2)::oid)`, LockClassConsumer, projections.EventKeys.Name).Scan(&live)
-	return live, err
-}

@@ -22,14 +22,14 @@ type KeyMemory interface {
 
 // DurableOptions configures a DurableTier.
 type DurableOptions struct {
-	Retention time.Duration    // keys stored longer ago are forgotten
+	Retention time.Duration // keys stored longer ago are forgotten
 	// Window is JetStream's duplicate window: keys stored more recently
 	// are left to it, so each tier answers the re-sends it is there for.
-	Window    time.Duration
-	Timeout   time.Duration    // the most a lookup adds to a request
-	MaxBatch  int              // keys per query; 0 means 256
-	Workers   int              // queries in flight at once; 0 means 2
-	Now       func() time.Time // the clock; nil means time.Now
+	Window   time.Duration
+	Timeout  time.Duration    // the most a lookup adds to a request
+	MaxBatch int              // keys per query; 0 means 256
+	Workers  int              // queries in flight at once; 0 means 2
+	Now      func() time.Time // the clock; nil means time.Now
 }
 
 // DurableTier answers the handler's lookups from the key stage's table.

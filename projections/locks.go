@@ -74,3 +74,17 @@ func tryLock(ctx context.Context, db DB, class int, name string) (bool, error) {
 	}
 	return locked, nil
 }
+
+// ConsumerActive reports whether a session, in any replica, holds name's
+// consumer lock: whether the projection is being applied now.
+func ConsumerActive(ctx context.Context, db DB, name string) (bool, error) {
+	var active bool
+	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks l
+		WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+		AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+		AND l.classid = $1::int::oid AND l.objid = hashtext($2)::oid)`, lockClassConsumer, name).Scan(&active)
+	if err != nil {
+		return false, fmt.Errorf("look for the consumer of %s: %w", name, err)
+	}
+	return active, nil
+}

@@ -109,7 +109,7 @@ func replay(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 // end.
 func rebuild(ctx context.Context, svc *service.Service, proj projections.Projection, report func(consumers.Progress)) error {
 	if proj.WaitsForKeys() {
-		live, err := consumers.KeyStageLive(ctx, svc.Pool())
+		live, err := projections.ConsumerActive(ctx, svc.Pool(), projections.EventKeys.Name)
 		if err != nil {
 			return err
 		}
