@@ -127,7 +127,7 @@ func (d *DurableTier) answer(ctx context.Context, batch []recall) {
 	if err != nil {
 		d.failingUntil.Store(time.Now().Add(time.Second).UnixNano())
 		if !d.failing.Swap(true) {
-			d.log.Warn().Err(err).Msg("durable dedup tier unreachable; appending re-sends for the key stage to find")
+			d.log.Warn().Err(err).Msg("durable dedup tier did not answer; appending re-sends for the key stage to find")
 		}
 	} else if d.failing.Swap(false) {
 		d.log.Info().Msg("durable dedup tier answers again")
