@@ -117,7 +117,7 @@ func (rb *Rebuilder) start(ctx context.Context, proj projections.Projection, ado
 	}
 	// The shadow is split as the stream's events now are, which is how a
 	// rebuild changes the partition count.
-	if err := proj.PrepareShadow(ctx, conn, info.State.LastSeq, eventlog.StoredPartitions(info.Config)); err != nil {
+	if err := proj.PrepareShadow(ctx, conn, info.State.LastSeq, proj.PartitionsOf(eventlog.StoredPartitions(info.Config))); err != nil {
 		return nil, err
 	}
 	deferred, err := proj.DropShadowIndexes(ctx, conn)
