@@ -601,7 +601,11 @@ func testKilledDatabaseSessionsLoseNothing(t *testing.T, partitions int) {
 	bodies, want := shuffledCompletions("killed", 50, 6, 2)
 	bodies = append(bodies, bodies[:30]...) // sender retries
 	eventually(t, "every consumer to open its session", func() bool {
-		return b.countSessions(t, anySession, b.consumerSessions()...) == len(projections.Every)*partitions
+		workers := 0
+		for _, p := range projections.Every {
+			workers += p.PartitionsOf(partitions)
+		}
+		return b.countSessions(t, anySession, b.consumerSessions()...) == workers
 	})
 
 	// Each round kills consumer sessions while a part of the traffic is
