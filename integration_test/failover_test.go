@@ -342,6 +342,7 @@ func TestClusterFailoverUnderLoad(t *testing.T) {
 		eventually(t, r.Name+" to report every projection caught up", func() bool {
 			var body struct {
 				Projections []struct {
+					Name       string `json:"name"`
 					Checkpoint uint64 `json:"checkpoint"`
 					Partitions []struct {
 						Active bool `json:"active"`
@@ -351,7 +352,8 @@ func TestClusterFailoverUnderLoad(t *testing.T) {
 			getJSON(t, r.url+"/v1/projections", &body)
 			status = body
 			for _, p := range body.Projections {
-				if p.Checkpoint != last || len(p.Partitions) != cfg.Partitions {
+				proj, _ := projections.ByName(p.Name)
+				if p.Checkpoint != last || len(p.Partitions) != proj.PartitionsOf(cfg.Partitions) {
 					return false
 				}
 				for _, part := range p.Partitions {

@@ -62,8 +62,9 @@ func (b *bundle) consumerLocks(t *testing.T) []string {
 func allWorkers(partitions int) []string {
 	var out []string
 	for _, p := range projections.Every {
-		for part := range partitions {
-			out = append(out, projections.Worker(p.Name, part, partitions))
+		n := p.PartitionsOf(partitions)
+		for part := range n {
+			out = append(out, projections.Worker(p.Name, part, n))
 		}
 	}
 	slices.Sort(out)
@@ -121,8 +122,9 @@ func TestReplicasShareThePartitions(t *testing.T) {
 	getJSON(t, second.url+"/v1/projections", &body)
 	last := first.lastSeq(t)
 	for _, p := range body.Projections {
-		if len(p.Partitions) != 4 || p.Checkpoint != last {
-			t.Errorf("%s: checkpoint %d with partitions %+v, want 4 caught up to %d", p.Name, p.Checkpoint, p.Partitions, last)
+		proj, _ := projections.ByName(p.Name)
+		if n := proj.PartitionsOf(4); len(p.Partitions) != n || p.Checkpoint != last {
+			t.Errorf("%s: checkpoint %d with partitions %+v, want %d caught up to %d", p.Name, p.Checkpoint, p.Partitions, n, last)
 		}
 		for i, part := range p.Partitions {
 			if part.Partition != i || part.Lag != 0 || !part.Active || part.LastSeq == 0 || part.LastSeq > part.Checkpoint {
@@ -136,7 +138,7 @@ func TestReplicasShareThePartitions(t *testing.T) {
 	eventually(t, "the remaining replica to take every partition", func() bool {
 		held := partitionsHeld(t, second.svc)
 		for _, p := range projections.Every {
-			if held[0][p.Name] != 4 {
+			if held[0][p.Name] != p.PartitionsOf(4) {
 				return false
 			}
 		}

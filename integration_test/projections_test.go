@@ -468,7 +468,7 @@ func TestQueryAPI(t *testing.T) {
 func (b *bundle) consumerSessions() []string {
 	var names []string
 	for _, p := range projections.Every {
-		names = append(names, workerSessions(p.Name, b.cfg.Partitions)...)
+		names = append(names, workerSessions(p.Name, p.PartitionsOf(b.cfg.Partitions))...)
 	}
 	return names
 }
