@@ -66,6 +66,10 @@ type Consumer struct {
 	// known is the checkpoint as this consumer last read or wrote it; its
 	// reader has delivered everything up to it. Used by Run's goroutine only.
 	known uint64
+	// undelivered is the partition's last sequence as an idle pass found
+	// it beyond known, or 0: found again on the next idle pass, the reader
+	// has stalled. Used by Run's goroutine only.
+	undelivered uint64
 }
 
 // New returns a consumer of proj.
@@ -282,22 +286,37 @@ func (c *Consumer) checkpoint(ctx context.Context, conn *pgx.Conn) (uint64, erro
 	return seq, err
 }
 
-// passIdle moves an idle partition's checkpoint to the stream's last
-// sequence when none of the partition's events lies between the two, so
-// that a caught-up partition's checkpoint says so. The stream's end is read
-// first: an event of the partition stored after it also counts as its
+// passIdle runs when the reader found nothing new for a while. It checks
+// that the reader is not stalled: if the partition holds events past what
+// this consumer applied on two idle passes in a row, the reader has lost its
+// server-side consumer without noticing (as can happen when the NATS node
+// holding it dies), and errReaderStalled makes Run read again from the
+// checkpoint. With partitions, it also moves an idle partition's checkpoint
+// to the stream's end, so that the projection's checkpoint (its lowest
+// partition's) says everything up to there is applied. The stream's end is
+// read first: an event of the partition stored after it also counts as its
 // last, and then nothing moves.
 func (c *Consumer) passIdle(ctx context.Context, conn *pgx.Conn) error {
-	if c.opts.Partitions <= 1 {
-		return nil // the one partition reads every event
-	}
 	end, err := c.opts.Position.LastSeq(ctx)
 	if err != nil {
 		return err
 	}
-	last, err := c.opts.Position.PartitionLastSeq(ctx, c.opts.Partition)
-	if err != nil {
-		return err
+	last := end // the one partition reads every event
+	if c.opts.Partitions > 1 {
+		if last, err = c.opts.Position.PartitionLastSeq(ctx, c.opts.Partition); err != nil {
+			return err
+		}
+	}
+	if last > c.known {
+		if last == c.undelivered {
+			return fmt.Errorf("%w: the stream holds events up to %d, applied up to %d", errReaderStalled, last, c.known)
+		}
+		c.undelivered = last
+		return nil
+	}
+	c.undelivered = 0
+	if c.opts.Partitions <= 1 {
+		return nil
 	}
 	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		checkpoint, err := c.lockPartition(ctx, tx)
@@ -306,11 +325,15 @@ func (c *Consumer) passIdle(ctx context.Context, conn *pgx.Conn) error {
 		}
 		return projections.SetPartition(ctx, tx, c.proj.Name, c.opts.Partition, end)
 	})
-	if err == nil && last <= c.known {
+	if err == nil {
 		c.known = max(c.known, end)
 	}
 	return err
 }
+
+// errReaderStalled reports a reader that delivers nothing while the
+// partition holds events it has not applied.
+var errReaderStalled = errors.New("stream reader stalled; reading again from the checkpoint")
 
 // errCheckpointBehind reports a checkpoint below what this consumer
 // applied: a rebuild swapped in tables that end earlier. Its reader is past
