@@ -188,8 +188,8 @@ func TestChangingPartitionsNeedsARebuild(t *testing.T) {
 	}
 	for _, p := range projections.Every {
 		cps, err := projections.Partitions(context.Background(), after.svc.Pool(), p.Name)
-		if err != nil || len(cps) != 4 {
-			t.Errorf("%s after the rebuild: partitions %+v, %v; want 4", p.Name, cps, err)
+		if n := p.PartitionsOf(4); err != nil || len(cps) != n {
+			t.Errorf("%s after the rebuild: partitions %+v, %v; want %d", p.Name, cps, err, n)
 		}
 	}
 	after.svc.Start()
