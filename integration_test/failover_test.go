@@ -42,6 +42,7 @@ func startReplicaProcess(t *testing.T, name string, cfg config.Config) *replicaP
 		"TASKLEDGER_PUBLISH_TIMEOUT=" + cfg.PublishTimeout.String(),
 		"TASKLEDGER_BATCH_SIZE=" + strconv.Itoa(cfg.BatchSize),
 		"TASKLEDGER_PARTITIONS=" + strconv.Itoa(cfg.Partitions),
+		"TASKLEDGER_ADMIN_TOKEN=" + cfg.AdminToken,
 		"TASKLEDGER_LOG_LEVEL=info",
 	}
 	r := &replicaProcess{Process: testenv.NewProcess(t, name, bin, []string{"serve"}, env), url: "http://" + addr}

@@ -229,6 +229,8 @@ type projectionDetail struct {
 	Rebuild *struct {
 		Outcome    string     `json:"outcome"`
 		Error      string     `json:"error"`
+		AppliedSeq uint64     `json:"applied_seq"`
+		TargetSeq  uint64     `json:"target_seq"`
 		FinishedAt *time.Time `json:"finished_at"`
 		FailedAt   *time.Time `json:"failed_at"`
 	} `json:"rebuild"`
