@@ -84,19 +84,27 @@ func TestBodiesAndHeadersOverWhatTheStreamTakesAreRefusedForGood(t *testing.T) {
 }
 
 // heldBody is a chunked request body that sends its first bytes and then
-// waits for release before sending the rest.
+// waits for release before sending the rest. sent is closed once the first
+// bytes are on their way, after the request's headers.
 type heldBody struct {
 	w       *io.PipeWriter
+	sent    chan struct{}
 	release chan struct{}
+	once    sync.Once
 }
+
+// finish lets the rest of the body go.
+func (h *heldBody) finish() { h.once.Do(func() { close(h.release) }) }
 
 func (b *bundle) postHeld(t *testing.T, task string, done chan<- reply) *heldBody {
 	t.Helper()
 	pr, pw := io.Pipe()
-	h := &heldBody{w: pw, release: make(chan struct{})}
+	h := &heldBody{w: pw, sent: make(chan struct{}), release: make(chan struct{})}
+	t.Cleanup(h.finish) // a failing test must not leave the server waiting
 	body := completion(task, "2024-01-15T10:30:00Z")
 	go func() {
 		_, _ = pw.Write([]byte(body[:10]))
+		close(h.sent)
 		<-h.release
 		_, _ = pw.Write([]byte(body[10:]))
 		pw.Close()
@@ -116,6 +124,11 @@ func TestRequestsOverTheInflightBudgetAre429(t *testing.T) {
 	// budget is full while they trickle in.
 	done := make(chan reply, 2)
 	held := []*heldBody{b.postHeld(t, "held-1", done), b.postHeld(t, "held-2", done)}
+	// Probe only once both are under way: a probe still in flight when a
+	// held request arrives would have that one refused instead.
+	for _, h := range held {
+		<-h.sent
+	}
 	var r reply
 	eventually(t, "the budget to fill", func() bool {
 		// Invalid, so that it stores nothing while the budget has room.
@@ -129,7 +142,7 @@ func TestRequestsOverTheInflightBudgetAre429(t *testing.T) {
 		t.Errorf("a valid request over the budget: %+v", r)
 	}
 	for _, h := range held {
-		close(h.release)
+		h.finish()
 	}
 	for range held {
 		if r := <-done; r.Status != http.StatusAccepted {
