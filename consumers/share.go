@@ -12,12 +12,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
-)
 
-// LockClassReplica is the first key of the advisory lock each replica
-// running consumers holds while it runs (the second is random): counting
-// them counts the replicas sharing the partitions.
-const LockClassReplica = 7_303
+	"github.com/taskledger/taskledger/projections"
+)
 
 // Share divides each projection's partitions fairly between the replicas
 // running consumers: a replica works at most ceil(partitions / replicas)
@@ -74,17 +71,14 @@ func (s *Share) present(ctx context.Context, out *outage) error {
 	defer conn.Close(context.WithoutCancel(ctx))
 	var id [4]byte
 	_, _ = rand.Read(id[:])
-	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1, $2)", LockClassReplica, int32(binary.BigEndian.Uint32(id[:]))); err != nil {
-		return fmt.Errorf("take replica lock: %w", err)
+	if err := projections.LockReplica(ctx, conn, int32(binary.BigEndian.Uint32(id[:]))); err != nil {
+		return err
 	}
 	out.attempts = 0
 	for {
-		var n int32
-		err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
-			AND objsubid = 2 AND classid = $1::int::oid
-			AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`, LockClassReplica).Scan(&n)
+		n, err := projections.CountReplicas(ctx, conn)
 		if err != nil {
-			return fmt.Errorf("count replicas: %w", err)
+			return err
 		}
 		s.replicas.Store(max(n, 1))
 		select {

@@ -12,6 +12,7 @@ import (
 const (
 	lockClassConsumer = 7_301 // held by the one active consumer of a projection
 	lockClassRebuild  = 7_302 // held by the one running rebuild of a projection
+	lockClassReplica  = 7_303 // held by each replica running consumers
 )
 
 // Worker names the consumer of partition p of n of a projection: the
@@ -87,4 +88,27 @@ func ConsumerActive(ctx context.Context, db DB, name string) (bool, error) {
 		return false, fmt.Errorf("look for the consumer of %s: %w", name, err)
 	}
 	return active, nil
+}
+
+// LockReplica takes, on the session db, the presence lock of the replica
+// id, waiting for it: each replica running consumers holds one (class
+// 7303, id) for as long as it runs, so counting them counts the replicas.
+func LockReplica(ctx context.Context, db DB, id int32) error {
+	if _, err := db.Exec(ctx, "SELECT pg_advisory_lock($1, $2)", lockClassReplica, id); err != nil {
+		return fmt.Errorf("take the presence lock of replica %d: %w", id, err)
+	}
+	return nil
+}
+
+// CountReplicas returns how many replica presence locks are held in the
+// database behind db.
+func CountReplicas(ctx context.Context, db DB) (int32, error) {
+	var n int32
+	err := db.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
+		AND objsubid = 2 AND classid = $1::int::oid
+		AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`, lockClassReplica).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count the replicas: %w", err)
+	}
+	return n, nil
 }
