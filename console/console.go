@@ -37,7 +37,7 @@ func Register(mux *http.ServeMux) {
 	mux.Handle("GET /ui/{file}", secure(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("file")
 		if info, err := fs.Stat(assets, name); err != nil || info.IsDir() {
-			httpjson.Error(w, http.StatusNotFound, "not_found", "the console has no file "+strconv.Quote(name))
+			httpjson.Error(w, http.StatusNotFound, httpjson.CodeNotFound, "the console has no file "+strconv.Quote(name))
 			return
 		}
 		http.ServeFileFS(w, r, assets, name)
