@@ -10,8 +10,10 @@ import (
 	"github.com/taskledger/taskledger/projections"
 )
 
-// KeyMemory is the durable dedup tier as the handler sees it (CONTRACT 3,
-// tier 2): what the key stage knows of a key after JetStream's window.
+// KeyMemory is the durable dedup tier as the handler sees it: what the key
+// stage knows of a key after JetStream's duplicate window and within the
+// dedup retention, so a re-send then is answered 200 duplicate with the
+// original stream_seq instead of being appended again.
 type KeyMemory interface {
 	// Recall returns the original event stored under key within the
 	// retention. ok is false when none is known, and also when the tier
