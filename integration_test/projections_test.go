@@ -522,10 +522,11 @@ func (b *bundle) killSessions(cond string, names ...string) (int, error) {
 	return len(slices.DeleteFunc(ended, func(ok bool) bool { return !ok })), err
 }
 
-// killInTransaction polls for consumer sessions inside a transaction for
-// at most limit and kills those it catches; it returns how many.
+// killInTransaction polls, every millisecond for at most limit, for
+// consumer sessions inside a transaction and kills those it catches; it
+// returns how many.
 func (b *bundle) killInTransaction(t *testing.T, limit time.Duration) int {
-	for deadline := time.Now().Add(limit); time.Now().Before(deadline); {
+	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
 		n, err := b.killSessions(inTransaction, b.consumerSessions()...)
 		if err != nil {
 			t.Errorf("kill consumer sessions: %v", err)
