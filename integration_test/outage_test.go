@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/rs/zerolog"
 
@@ -46,10 +45,14 @@ func (s *syncBuffer) count(substrings ...string) int {
 
 // TestPostgresOutageLosesNothing takes Postgres away while webhooks keep
 // arriving: ingest keeps answering 202 (it needs only JetStream), each
-// projection logs the outage once, and when Postgres is back every event is
+// consumer logs the outage once, and when Postgres is back every event is
 // projected exactly once without restarting anything.
 func TestPostgresOutageLosesNothing(t *testing.T) {
 	t.Parallel()
+	forPartitions(t, testPostgresOutageLosesNothing)
+}
+
+func testPostgresOutageLosesNothing(t *testing.T, partitions int) {
 	env := testenv.New(t)
 	u, err := url.Parse(env.DatabaseURL)
 	if err != nil {
@@ -60,11 +63,16 @@ func TestPostgresOutageLosesNothing(t *testing.T) {
 	cfg := env.Config()
 	cfg.AdminToken = adminToken
 	cfg.DatabaseURL = outage.ThroughProxy(env.DatabaseURL)
+	cfg.Partitions = partitions
 	_, js := testenv.ConnectURL(t, cfg.NATSURL)
 	env.DeleteStreamOnCleanup(t, js)
 	b := &bundle{env: env, cfg: cfg, js: js, stream: cfg.Stream}
 	b.svc, b.url = openServiceWith(t, cfg, zerolog.New(&logs).Level(zerolog.InfoLevel))
 	b.svc.Start()
+	workers := 0
+	for _, p := range projections.Every {
+		workers += p.PartitionsOf(partitions)
+	}
 
 	bodies, want := shuffledCompletions("outage", 10, 6, 3)
 	b.ingest(t, bodies[:20])
@@ -72,10 +80,20 @@ func TestPostgresOutageLosesNothing(t *testing.T) {
 
 	outage.Down()
 	b.ingest(t, bodies[20:40])
-	eventually(t, "every projection to notice the outage", func() bool {
-		return logs.count("projection paused") == len(projections.Every)
+	eventually(t, "every consumer to notice the outage", func() bool {
+		return logs.count("projection paused") == workers
 	})
-	time.Sleep(time.Second) // several retries fail meanwhile; none may log again
+	// Two more failed retries per consumer, which must not log again.
+	noticed := b.scrape(t)
+	eventually(t, "the consumers to retry and fail again", func() bool {
+		now := b.scrape(t)
+		for _, p := range projections.Every {
+			if delta(t, noticed, now, "taskledger_consumer_restarts_total", "projection", p.Name) < float64(2*p.PartitionsOf(partitions)) {
+				return false
+			}
+		}
+		return true
+	})
 	if err := outage.Up(); err != nil {
 		t.Fatal(err)
 	}
@@ -84,8 +102,9 @@ func TestPostgresOutageLosesNothing(t *testing.T) {
 	b.checkProjectedExactlyOnce(t, want)
 	for _, p := range projections.Every {
 		name := fmt.Sprintf("%q:%q", "projection", p.Name)
-		if paused, recovered := logs.count(name, "projection paused"), logs.count(name, "projection recovered"); paused != 1 || recovered != 1 {
-			t.Errorf("%s logged the outage %d times and its end %d times, want once each", p.Name, paused, recovered)
+		once := p.PartitionsOf(partitions)
+		if paused, recovered := logs.count(name, "projection paused"), logs.count(name, "projection recovered"); paused != once || recovered != once {
+			t.Errorf("%s logged the outage %d times and its end %d times, want %d each (once per partition)", p.Name, paused, recovered, once)
 		}
 	}
 	if r := getStatus(t, b.url+"/readyz"); r != http.StatusOK {
