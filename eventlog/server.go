@@ -4,6 +4,7 @@
 package eventlog
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -18,8 +19,11 @@ import (
 type ServerOptions struct {
 	// StoreDir holds the file store. Required.
 	StoreDir string
-	// Port is the client port on 127.0.0.1 (loopback only); 0 listens on no
-	// port (clients connect in-process) and -1 picks a free port.
+	// Host is the loopback address the client port listens on; empty
+	// means 127.0.0.1.
+	Host string
+	// Port is the client port on Host; 0 listens on no port (clients
+	// connect in-process) and -1 picks a free port.
 	Port int
 	// SyncAlways fsyncs every message before it is acknowledged, so an
 	// acknowledged event survives power loss, not only a process crash.
@@ -33,7 +37,8 @@ type ServerOptions struct {
 	SyncInterval time.Duration
 }
 
-// ErrAddrInUse is returned by StartServer when its client port is taken.
+// ErrAddrInUse is returned by StartServer when its client address (host
+// and port) is taken.
 var ErrAddrInUse = errors.New("address in use")
 
 // StartServer starts a JetStream-enabled nats-server in this process and
@@ -45,7 +50,7 @@ func StartServer(o ServerOptions) (*server.Server, error) {
 		StoreDir:     o.StoreDir,
 		SyncAlways:   o.SyncAlways,
 		SyncInterval: o.SyncInterval,
-		Host:         "127.0.0.1",
+		Host:         cmp.Or(o.Host, "127.0.0.1"),
 		Port:         o.Port,
 		DontListen:   o.Port == 0,
 		NoSigs:       true,
