@@ -2,10 +2,12 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -35,10 +37,36 @@ type ClusterNode struct {
 func (n *ClusterNode) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.ClientPort) }
 
 // NewCluster starts a cluster of size nodes named n1, n2, … for t, killed
-// when t ends, and waits until JetStream answers on it.
+// when t ends, and waits until JetStream answers on it. The nodes' ports
+// are picked up front, as their routes name each other; when another
+// process takes one before its node binds it, the cluster is started
+// again on other ports.
 func NewCluster(t testing.TB, size int) *Cluster {
 	t.Helper()
 	bin := Binary(t, natsServerPackage)
+	for attempt := 1; ; attempt++ {
+		c := startCluster(t, bin, size)
+		err := c.waitListening()
+		if err == nil {
+			c.WaitJetStream(t)
+			return c
+		}
+		for _, n := range c.Nodes {
+			n.Kill()
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) || attempt == clusterStarts {
+			t.Fatal(err)
+		}
+		t.Logf("%v; starting the cluster again on other ports", err)
+	}
+}
+
+// clusterStarts bounds NewCluster's attempts at free ports.
+const clusterStarts = 5
+
+// startCluster starts the nodes of a cluster on ports free a moment ago.
+func startCluster(t testing.TB, bin string, size int) *Cluster {
+	t.Helper()
 	ports := FreePorts(t, 2*size)
 	var routes []string
 	for i := range size {
@@ -67,8 +95,35 @@ cluster {
 		}
 		c.Nodes = append(c.Nodes, node)
 	}
-	c.WaitJetStream(t)
 	return c
+}
+
+// waitListening waits until every node has bound its client and route
+// ports, as its log says. A node that exits first fails it, with an error
+// that is syscall.EADDRINUSE when a port was taken.
+func (c *Cluster) waitListening() error {
+	deadline := time.Now().Add(clusterWait)
+	for {
+		listening := 0
+		for _, n := range c.Nodes {
+			log := n.Log()
+			switch {
+			case n.exited() && strings.Contains(log, "address already in use"):
+				return fmt.Errorf("%s could not bind its ports: %w", n.Name, syscall.EADDRINUSE)
+			case n.exited():
+				return fmt.Errorf("%s exited at start:\n%s", n.Name, log)
+			case strings.Contains(log, "Listening for client connections") && strings.Contains(log, "Listening for route connections"):
+				listening++
+			}
+		}
+		if listening == len(c.Nodes) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the cluster's nodes did not listen within %v", clusterWait)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // URLs lists every node's client URL, comma separated, as

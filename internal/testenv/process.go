@@ -87,6 +87,37 @@ func (p *Process) Kill() {
 	p.cmd, p.done = nil, nil
 }
 
+// Running reports whether the process was started and has not exited.
+func (p *Process) Running() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return false
+	}
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// exited reports whether the process was started and has exited since,
+// without being killed by Kill.
+func (p *Process) exited() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.done == nil {
+		return false
+	}
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // Log is the process's output so far.
 func (p *Process) Log() string {
 	b, _ := os.ReadFile(p.log)
@@ -121,7 +152,9 @@ func problems(path string, n int) string {
 }
 
 // FreePorts returns n loopback TCP ports that were free a moment ago, for
-// servers that must know each other's ports before they start.
+// servers that must know each other's ports before they start. Another
+// process may take one before its server binds it: a caller starts again
+// on other ports when its server fails with "address already in use".
 func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
 	ports := make([]int, n)
