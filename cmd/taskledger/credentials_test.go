@@ -17,9 +17,14 @@ import (
 // data directory: another local process cannot append to the stream around
 // the webhook endpoint, while replay finds them and works.
 func TestEmbeddedListenerRequiresTheDataDirCredentials(t *testing.T) {
-	dataDir, natsAddr := t.TempDir(), fmt.Sprintf("127.0.0.1:%d", testenv.FreePorts(t, 1)[0])
-	flags := []string{"-data-dir", dataDir, "-database-url", testenv.NewDatabase(t), "-embedded-nats-addr", natsAddr}
-	_, stop := serving(t, append([]string{"serve"}, flags...)...)
+	dataDir, dbURL := t.TempDir(), testenv.NewDatabase(t)
+	var natsAddr string
+	var flags []string
+	_, stop := servingOnAPort(t, func(port int) []string {
+		natsAddr = fmt.Sprintf("127.0.0.1:%d", port)
+		flags = []string{"-data-dir", dataDir, "-database-url", dbURL, "-embedded-nats-addr", natsAddr}
+		return append([]string{"serve"}, flags...)
+	})
 	defer func() {
 		if err := stop(); err != nil {
 			t.Errorf("serve returned %v", err)

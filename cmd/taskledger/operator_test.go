@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
@@ -30,14 +31,24 @@ func TestDevStartsAPrivatePostgres(t *testing.T) {
 		t.Skip("starts a Postgres cluster")
 	}
 	dataDir := filepath.Join(testenv.SharedTempDir(t), "data")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// Postgres binds the port itself, so it is picked up front.
+	var dbURL string
+	base, stop := servingOnAPort(t, func(port int) []string {
+		dbURL = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/taskledger?sslmode=disable&connect_timeout=2", port)
+		return []string{"dev", "-data-dir", dataDir, "-database-url", dbURL, "-embedded-nats-addr", ""}
+	})
+	resp, err := http.Post(base+"/v1/webhooks/tallyfy", "application/json", strings.NewReader(
+		`{"event":"task.completed","task_id":"t1","completed_at":"2024-01-15T10:30:00Z"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close() // Postgres must bind the port itself
-	dbURL := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/taskledger?sslmode=disable&connect_timeout=2", port)
-	serveAndStop(t, "dev", "-data-dir", dataDir, "-database-url", dbURL, "-embedded-nats-addr", "")
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Errorf("webhook answered %d", resp.StatusCode)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("dev returned %v after shutdown, want nil", err)
+	}
 	if _, err := os.Stat(filepath.Join(dataDir, "postgres", "PG_VERSION")); err != nil {
 		t.Errorf("no cluster under the data directory: %v", err)
 	}
