@@ -2,8 +2,10 @@ package config
 
 import (
 	"flag"
+	"fmt"
 	"io"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -126,6 +128,20 @@ func TestLoadValidates(t *testing.T) {
 	if err == nil || err.Error() != "--stream-replicas (TASKLEDGER_STREAM_REPLICAS): 2: want 1, 3 or 5 (an even count adds no fault tolerance)\n"+
 		"--batch-size (TASKLEDGER_BATCH_SIZE): 0: want 1 to 10000" {
 		t.Errorf("err = %v", err)
+	}
+}
+
+// TestLoadRefusesABodyLimitOverTheInflightBudget: raising only the body
+// limit past the default in-flight budget, under which the largest body
+// could never be taken, is one line naming the budget's flag and variable.
+func TestLoadRefusesABodyLimitOverTheInflightBudget(t *testing.T) {
+	t.Setenv("TASKLEDGER_MAX_BODY_BYTES", strconv.FormatInt(Default().MaxInflightBytes+1, 10))
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	_, _, err := Load(fs, nil)
+	want := fmt.Sprintf("--max-inflight-bytes (TASKLEDGER_MAX_INFLIGHT_BYTES): %d: want at least --max-body-bytes (%d), "+
+		"or the largest body could never be taken", Default().MaxInflightBytes, Default().MaxInflightBytes+1)
+	if err == nil || err.Error() != want {
+		t.Errorf("err = %v, want %s", err, want)
 	}
 }
 
