@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/taskledger/taskledger/domain"
@@ -67,10 +69,27 @@ const metadataPartitions = "taskledger_partitions"
 // created with another partition count.
 var ErrPartitionsChanged = errors.New("the partition count differs from the stream's")
 
+// PartitionsChangedError says the stream holds events stored with another
+// partition count than the one configured: changing it needs a rebuild of
+// every projection (see Repartition). It is ErrPartitionsChanged.
+type PartitionsChangedError struct {
+	Stream             string
+	Stored, Configured int
+}
+
+func (e *PartitionsChangedError) Error() string {
+	return fmt.Sprintf("%s: stream %s holds events in %d partition(s), and %d are configured: "+
+		"changing the count needs a rebuild of every projection", ErrPartitionsChanged, e.Stream, e.Stored, e.Configured)
+}
+
+// Is makes a *PartitionsChangedError match ErrPartitionsChanged.
+func (e *PartitionsChangedError) Is(target error) bool { return target == ErrPartitionsChanged }
+
 // EnsureStream creates the stream or updates it to match c. It is file
 // backed and keeps every event (unless MaxAge is set) so that projections
-// can be rebuilt from sequence 1. It refuses, with ErrPartitionsChanged, a
-// stream that records another partition count: see Repartition.
+// can be rebuilt from sequence 1. It refuses, with a
+// *PartitionsChangedError, a stream that records another partition count:
+// see Repartition.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (jetstream.Stream, error) {
 	return ensureStream(ctx, js, c, false)
 }
@@ -83,15 +102,51 @@ func Repartition(ctx context.Context, js jetstream.JetStream, c StreamConfig) (j
 	return ensureStream(ctx, js, c, true)
 }
 
+// settlePatience bounds how long EnsureStream retries while JetStream
+// cannot answer yet: a cluster electing its meta leader after losing a
+// server answers "temporarily unavailable", or not at all, for seconds.
+// Each try gets settleTry.
+const (
+	settlePatience = 30 * time.Second
+	settleTry      = 5 * time.Second
+)
+
 func ensureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig, repartition bool) (jetstream.Stream, error) {
+	deadline := time.Now().Add(settlePatience)
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		try, cancel := context.WithTimeout(ctx, settleTry)
+		s, err := ensureStreamOnce(try, js, c, repartition)
+		cancel()
+		if err == nil || !unsettled(err) || time.Now().Add(wait).After(deadline) {
+			return s, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+	}
+}
+
+// unsettled reports whether err is JetStream not answering yet, rather
+// than an answer that retrying cannot change.
+func unsettled(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Code == http.StatusServiceUnavailable &&
+			apiErr.ErrorCode != jetstream.JSErrCodeJetStreamNotEnabled &&
+			apiErr.ErrorCode != jetstream.JSErrCodeJetStreamNotEnabledForAccount
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)
+}
+
+func ensureStreamOnce(ctx context.Context, js jetstream.JetStream, c StreamConfig, repartition bool) (jetstream.Stream, error) {
 	want := max(c.Partitions, 1)
 	if !repartition {
 		if s, err := js.Stream(ctx, c.Name); err == nil {
 			if had := StoredPartitions(s.CachedInfo().Config); had != want {
-				return nil, fmt.Errorf("%w: stream %s holds events in %d partition(s), and %d are configured "+
-					"(TASKLEDGER_PARTITIONS): changing the count needs a rebuild of every projection; stop every "+
-					"replica, then run `taskledger replay --all` with TASKLEDGER_PARTITIONS=%d",
-					ErrPartitionsChanged, c.Name, had, want, want)
+				return nil, &PartitionsChangedError{Stream: c.Name, Stored: had, Configured: want}
 			}
 		}
 	}

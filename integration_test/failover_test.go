@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/taskledger/taskledger/internal/config"
+	"github.com/taskledger/taskledger/internal/service"
 	"github.com/taskledger/taskledger/internal/testenv"
 	"github.com/taskledger/taskledger/projections"
 )
@@ -57,6 +58,9 @@ func startReplicaProcess(t *testing.T, name string, cfg config.Config) *replicaP
 func (r *replicaProcess) waitReady(t *testing.T) {
 	t.Helper()
 	eventually(t, r.Name+" to be ready", func() bool {
+		if !r.Running() {
+			t.Fatalf("%s exited before it was ready", r.Name)
+		}
 		resp, err := http.Get(r.url + "/readyz")
 		if err != nil {
 			return false
@@ -377,4 +381,37 @@ func TestClusterFailoverUnderLoad(t *testing.T) {
 			len(gotRows), len(wantRows), without(wantRows, gotRows), without(gotRows, wantRows))
 	}
 	t.Logf("%d events acknowledged, %d stored, %d answers in all", len(acked), len(stored), len(answers))
+}
+
+// TestStartWaitsForTheClusterToSettle starts taskledger while its cluster
+// has lost two of three servers, and so its meta leader, and brings them
+// back: the start must wait for JetStream to answer again instead of
+// failing, as a replica restarted during an election would.
+func TestStartWaitsForTheClusterToSettle(t *testing.T) {
+	t.Parallel()
+	cluster := testenv.NewCluster(t, 3)
+	first := setup(t, onCluster(cluster))
+	first.svc.Close(context.Background())
+
+	for _, n := range cluster.Nodes[:2] {
+		n.Kill()
+	}
+	opened := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		svc, err := service.Open(ctx, first.cfg, testLogger(t))
+		if err == nil {
+			svc.Close(context.Background())
+		}
+		opened <- err
+	}()
+	for _, n := range cluster.Nodes[:2] {
+		if err := n.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-opened; err != nil {
+		t.Fatalf("open while the cluster elects its leaders: %v", err)
+	}
 }
