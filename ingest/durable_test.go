@@ -36,9 +36,7 @@ func TestConcurrentLookupsShareOneQuery(t *testing.T) {
 	for i := range lookups {
 		wg.Go(func() { results[i], found[i] = tier.Recall(ctx, fmt.Sprintf("s:k%d", i)) })
 	}
-	for len(tier.requests) < lookups {
-		time.Sleep(time.Millisecond)
-	}
+	testenv.Poll(t, 10*time.Second, "every lookup to be queued", func() bool { return len(tier.requests) == lookups })
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	go tier.Run(runCtx)

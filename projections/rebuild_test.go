@@ -59,13 +59,14 @@ func TestSwapWithALiveWriterWaitingDoesNotDeadlock(t *testing.T) {
 		done <- r
 	}()
 	// Wait until the live writer is queued behind the swap.
-	for waiting := false; !waiting; {
+	testenv.Poll(t, 10*time.Second, "the live writer to wait for the swap's lock", func() bool {
+		var waiting bool
 		if err := pool.QueryRow(ctx, "SELECT coalesce(wait_event_type = 'Lock', false) FROM pg_stat_activity WHERE pid = $1",
 			writerPID).Scan(&waiting); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return waiting
+	})
 
 	if err := p.SwapShadow(ctx, swap); err != nil {
 		t.Fatalf("swap with a live writer waiting: %v", err)
