@@ -225,14 +225,6 @@ func (m *Metrics) ConsumerRestarted(projection string) {
 	m.consumerRestart.WithLabelValues(projection).Inc()
 }
 
-// SignatureFailed records a delivery from source refused for its signature.
-func (m *Metrics) SignatureFailed(source string) {
-	if m == nil {
-		return
-	}
-	m.signatureFailures.WithLabelValues(m.sources.label(source)).Inc()
-}
-
 // webhookOutcome classifies a webhook answer by its status code.
 func webhookOutcome(status int) string {
 	switch {
