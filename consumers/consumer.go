@@ -377,6 +377,7 @@ func (c *Consumer) applyBatch(ctx context.Context, conn *pgx.Conn, entries []pro
 	}
 	c.known = last
 	c.opts.Metrics.BatchApplied(c.proj.Name, len(entries), applied, result.Duplicates, time.Since(start))
+	c.opts.Metrics.StoredResends(result.ResendDelays)
 	if result.DeadLetters > 0 {
 		c.log.Warn().Int("dead_letters", result.DeadLetters).Uint64("through_seq", last).
 			Msg("events set aside as dead letters")

@@ -11,6 +11,7 @@ import (
 
 	"github.com/taskledger/taskledger/domain"
 	"github.com/taskledger/taskledger/internal/config"
+	"github.com/taskledger/taskledger/internal/metrics"
 	"github.com/taskledger/taskledger/projections"
 )
 
@@ -56,7 +57,8 @@ func TestResendAfterTheWindowIsAnsweredWithTheOriginalSequence(t *testing.T) {
 // TestResendPastTheIngestTiersIsDroppedOrDeadLettered stores re-sends
 // straight into the stream after the window, as ingest does when Postgres
 // cannot answer in time: the key stage finds them, the policies drop the
-// exact duplicate and set the reused key aside.
+// exact duplicate and set the reused key aside. The duplicate's lateness is
+// observed as caught by the key stage; the reused key is no re-send.
 func TestResendPastTheIngestTiersIsDroppedOrDeadLettered(t *testing.T) {
 	t.Parallel()
 	const window = time.Second
@@ -66,10 +68,23 @@ func TestResendPastTheIngestTiersIsDroppedOrDeadLettered(t *testing.T) {
 	if r.Status != http.StatusAccepted {
 		t.Fatalf("original: %+v", r)
 	}
+	b.waitApplied(t, r.StreamSeq)
+	before := b.scrape(t)
 	afterTheWindow(window)
 	b.resend(t, r.DedupKey, body)
 	reusedSeq := b.resend(t, r.DedupKey, completion("fallback", "2024-01-16T10:30:00Z"))
 	b.waitApplied(t, reusedSeq)
+
+	after := b.scrape(t)
+	tier := []string{"tier", metrics.TierKeyStage}
+	if got := delta(t, before, after, "taskledger_resend_delay_seconds", tier...); got != 1 {
+		t.Errorf("resend delays observed by the key stage: +%v, want +1", got)
+	}
+	late := after.find("taskledger_resend_delay_seconds", tier...).GetHistogram().GetSampleSum() -
+		before.find("taskledger_resend_delay_seconds", tier...).GetHistogram().GetSampleSum()
+	if late < window.Seconds() || late > (window+waitLimit).Seconds() {
+		t.Errorf("the re-send was observed %vs late, want past the window (%v)", late, window)
+	}
 
 	if h := b.history(t, "fallback", domain.PolicyAll); len(h.Completions) != 1 || h.Completions[0].StreamSeq != r.StreamSeq {
 		t.Errorf("all: %+v, want the original once", h.Completions)

@@ -202,7 +202,8 @@ func TestMetricsCountAKnownSequenceOfRequests(t *testing.T) {
 		{"taskledger_jetstream_publish_duration_seconds", []string{"outcome", "failed"}, 0},
 		{"taskledger_dedup_hits_total", []string{"tier", "jetstream_window"}, 1},
 		{"taskledger_dedup_hits_total", []string{"tier", "durable"}, 0},
-		{"taskledger_resend_delay_seconds", nil, 1},
+		{"taskledger_resend_delay_seconds", []string{"tier", "jetstream_window"}, 1},
+		{"taskledger_resend_delay_seconds", []string{"tier", "key_stage"}, 0},
 		{"taskledger_http_requests_total", []string{"route", "POST /v1/webhooks/{source}", "code", "202"}, 3},
 		{"taskledger_http_requests_total", []string{"route", "POST /v1/webhooks/{source}", "code", "404"}, 1},
 	} {

@@ -52,6 +52,9 @@ func IsPermanent(err error) bool {
 type Applied struct {
 	DeadLetters int // entries set aside as dead letters
 	Duplicates  int // entries dropped as repeats of an earlier event
+	// ResendDelays are, of the key stage only, how long after its original
+	// each exact duplicate it found was stored.
+	ResendDelays []time.Duration
 }
 
 // ApplyEntries applies entries to the projection stored in schema, inside
@@ -65,7 +68,7 @@ type Applied struct {
 // should roll back and retry.
 func (p Projection) ApplyEntries(ctx context.Context, tx pgx.Tx, schema string, entries []Entry) (Applied, error) {
 	if p.Keys {
-		return Applied{}, p.applyKeys(ctx, tx, schema, entries)
+		return p.applyKeys(ctx, tx, schema, entries)
 	}
 	var repeats map[uint64]repeat
 	if p.WaitsForKeys() {

@@ -43,8 +43,10 @@ type repeat struct {
 
 // applyKeys records the originals and repeats among entries, in stream
 // order, and forgets originals older than the retention before the newest
-// entry's timestamp (which changes no later decision).
-func (p Projection) applyKeys(ctx context.Context, tx DB, schema string, entries []Entry) error {
+// entry's timestamp (which changes no later decision). It returns, for each
+// exact duplicate among the repeats, how long after its original it was
+// stored (reused keys are not re-sends and are left out).
+func (p Projection) applyKeys(ctx context.Context, tx DB, schema string, entries []Entry) (Applied, error) {
 	var keys []string
 	for _, e := range entries {
 		if e.DecodeErr == nil {
@@ -52,14 +54,15 @@ func (p Projection) applyKeys(ctx context.Context, tx DB, schema string, entries
 		}
 	}
 	if len(keys) == 0 {
-		return nil
+		return Applied{}, nil
 	}
 	known, err := Originals(ctx, tx, schema, keys, time.Time{})
 	if err != nil {
-		return err
+		return Applied{}, err
 	}
 	fresh := map[string]Original{}
 	var repeats []repeat
+	var out Applied
 	var newest time.Time
 	for _, e := range entries {
 		if e.DecodeErr != nil {
@@ -76,22 +79,25 @@ func (p Projection) applyKeys(ctx context.Context, tx DB, schema string, entries
 			known[o.Key], fresh[o.Key] = o, o
 			continue
 		}
-		repeats = append(repeats, repeat{seq: e.Message.Seq, originalSeq: o.Seq, key: o.Key,
-			reused: e.ExplicitKey && digest != o.Digest})
+		r := repeat{seq: e.Message.Seq, originalSeq: o.Seq, key: o.Key, reused: e.ExplicitKey && digest != o.Digest}
+		repeats = append(repeats, r)
+		if !r.reused && !at.IsZero() && !o.StoredAt.IsZero() {
+			out.ResendDelays = append(out.ResendDelays, at.Sub(o.StoredAt))
+		}
 	}
 	if err := upsertOriginals(ctx, tx, schema, fresh); err != nil {
-		return err
+		return Applied{}, err
 	}
 	if err := insertRepeats(ctx, tx, schema, repeats); err != nil {
-		return err
+		return Applied{}, err
 	}
 	if p.KeyRetention > 0 {
 		if _, err := tx.Exec(ctx, "DELETE FROM "+table(schema, "keys")+" WHERE stored_at < $1",
 			newest.Add(-p.KeyRetention)); err != nil {
-			return fmt.Errorf("forget expired keys: %w", err)
+			return Applied{}, fmt.Errorf("forget expired keys: %w", err)
 		}
 	}
-	return nil
+	return out, nil
 }
 
 // Originals returns the originals of keys stored at or after since, by key.

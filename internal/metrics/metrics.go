@@ -42,6 +42,10 @@ const (
 	TierDurable         = "durable"
 )
 
+// TierKeyStage labels taskledger_resend_delay_seconds for re-sends that
+// were stored again and that the key stage found repeating an original.
+const TierKeyStage = "key_stage"
+
 // Options configures New.
 type Options struct {
 	// Projections are the projection names; their series exist from the start.
@@ -65,7 +69,7 @@ type Metrics struct {
 	httpRequests      *prometheus.CounterVec
 	publishDuration   *prometheus.HistogramVec
 	dedupHits         *prometheus.CounterVec
-	resendDelay       prometheus.Histogram
+	resendDelay       *prometheus.HistogramVec
 	signatureFailures *prometheus.CounterVec
 
 	eventsApplied   *prometheus.CounterVec
@@ -103,12 +107,13 @@ func New(reg *prometheus.Registry, opts Options) *Metrics {
 			Name: "taskledger_dedup_hits_total",
 			Help: "Re-sends answered 200 duplicate, by the dedup tier that recognised them (jetstream_window, durable).",
 		}, []string{"tier"}),
-		resendDelay: prometheus.NewHistogram(prometheus.HistogramOpts{
+		resendDelay: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "taskledger_resend_delay_seconds",
-			Help: "How late re-sends arrive: time from storing the original event to its duplicate's arrival.",
+			Help: "How late re-sends arrive: time from storing the original event to its duplicate's arrival, " +
+				"by the tier that caught it (jetstream_window, durable, key_stage).",
 			Buckets: []float64{1, 10, 30, 60, 120, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600,
 				24 * 3600, 72 * 3600, 7 * 24 * 3600},
-		}),
+		}, []string{"tier"}),
 		signatureFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "taskledger_signature_failures_total",
 			Help: "Webhook deliveries refused for a missing, wrong or expired signature, by source.",
@@ -167,7 +172,9 @@ func (m *Metrics) initSeries(opts Options) {
 	}
 	for _, t := range []string{TierJetStreamWindow, TierDurable} {
 		m.dedupHits.WithLabelValues(t)
+		m.resendDelay.WithLabelValues(t)
 	}
+	m.resendDelay.WithLabelValues(TierKeyStage)
 	for _, p := range opts.Projections {
 		m.eventsApplied.WithLabelValues(p)
 		m.batchSize.WithLabelValues(p)
@@ -199,7 +206,19 @@ func (m *Metrics) Deduplicated(tier string, original, now time.Time) {
 	}
 	m.dedupHits.WithLabelValues(tier).Inc()
 	if !original.IsZero() {
-		m.resendDelay.Observe(max(now.Sub(original), 0).Seconds())
+		m.resendDelay.WithLabelValues(tier).Observe(max(now.Sub(original), 0).Seconds())
+	}
+}
+
+// StoredResends records re-sends that were stored again (ingest could not
+// answer them as duplicates) and that the live key stage dropped, each by
+// how long after its original it was stored.
+func (m *Metrics) StoredResends(delays []time.Duration) {
+	if m == nil {
+		return
+	}
+	for _, d := range delays {
+		m.resendDelay.WithLabelValues(TierKeyStage).Observe(max(d, 0).Seconds())
 	}
 }
 
