@@ -3,6 +3,7 @@ package integration_test
 import (
 	"context"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -120,15 +121,67 @@ func (b *bundle) projectionViews(t *testing.T) []projectionMetricsView {
 	return body.Projections
 }
 
+// contractMetrics are the metrics of CONTRACT.md section 5: each one's
+// type and exact label names.
+var contractMetrics = map[string]struct {
+	kind   dto.MetricType
+	labels []string
+}{
+	"taskledger_webhooks_total":                  {dto.MetricType_COUNTER, []string{"outcome", "source"}},
+	"taskledger_webhook_duration_seconds":        {dto.MetricType_HISTOGRAM, []string{"outcome"}},
+	"taskledger_projection_checkpoint":           {dto.MetricType_GAUGE, []string{"projection"}},
+	"taskledger_projection_lag_events":           {dto.MetricType_GAUGE, []string{"projection"}},
+	"taskledger_projection_lag_seconds":          {dto.MetricType_GAUGE, []string{"projection"}},
+	"taskledger_projection_events_applied_total": {dto.MetricType_COUNTER, []string{"projection"}},
+	"taskledger_dead_letters":                    {dto.MetricType_GAUGE, []string{"projection"}},
+	"taskledger_rebuild_progress_ratio":          {dto.MetricType_GAUGE, []string{"projection"}},
+}
+
+// checkContractMetrics checks that s has every contract metric, of its
+// type, each series with exactly its label names, and outcomes among the
+// contract's four.
+func checkContractMetrics(t *testing.T, s scrape) {
+	t.Helper()
+	outcomes := []string{metrics.OutcomeAccepted, metrics.OutcomeDuplicate, metrics.OutcomeRejected, metrics.OutcomeUnavailable}
+	for name, want := range contractMetrics {
+		f := s[name]
+		if f == nil || len(f.Metric) == 0 {
+			t.Errorf("no series of %s", name)
+			continue
+		}
+		if f.GetType() != want.kind {
+			t.Errorf("%s is a %v, want a %v", name, f.GetType(), want.kind)
+		}
+		for _, m := range f.Metric {
+			var names []string
+			for _, l := range m.Label {
+				names = append(names, l.GetName())
+				if l.GetName() == "outcome" && !slices.Contains(outcomes, l.GetValue()) {
+					t.Errorf("%s has outcome %q, want one of %v", name, l.GetValue(), outcomes)
+				}
+			}
+			slices.Sort(names)
+			if !slices.Equal(names, want.labels) {
+				t.Errorf("%s has a series labelled %v, want exactly %v", name, names, want.labels)
+			}
+		}
+	}
+}
+
 // checkGaugesMatchAPI compares the per-projection gauges of a scrape with
 // GET /v1/projections read just before it, with nothing moving between.
 func checkGaugesMatchAPI(t *testing.T, views []projectionMetricsView, s scrape) {
 	t.Helper()
 	for _, v := range views {
 		p := []string{"projection", v.Name}
+		// As documented: applied/target of a running rebuild, 1 while it
+		// has nothing to apply, 0 when none runs.
 		ratio := 0.0
-		if v.Rebuild != nil && v.Rebuild.Outcome == "running" {
-			ratio = float64(v.Rebuild.AppliedSeq) / float64(v.Rebuild.TargetSeq)
+		if rb := v.Rebuild; rb != nil && rb.Outcome == "running" {
+			ratio = 1
+			if rb.TargetSeq > 0 {
+				ratio = float64(rb.AppliedSeq) / float64(rb.TargetSeq)
+			}
 		}
 		for _, c := range []struct {
 			name string
@@ -220,6 +273,7 @@ func TestMetricsCountAKnownSequenceOfRequests(t *testing.T) {
 		}
 	}
 	checkGaugesMatchAPI(t, views, after)
+	checkContractMetrics(t, after)
 	for _, name := range []string{"go_goroutines", "process_resident_memory_bytes", "taskledger_postgres_pool_max_connections"} {
 		if after[name] == nil {
 			t.Errorf("no %s", name)
@@ -270,20 +324,26 @@ func TestMetricsSeriesExistFromStartAndFollowTheProjections(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A rebuild half-way: its progress is the ratio /v1/projections shows.
+	// A rebuild with nothing to apply, then half-way: its progress is the
+	// ratio /v1/projections shows.
 	p := projections.All[0]
 	rb, err := b.svc.Rebuilder().Start(context.Background(), p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.RecordProgress(context.Background(), b.svc.Pool(), 1, 2); err != nil {
-		t.Fatal(err)
-	}
-	views = b.projectionViews(t)
-	s := b.scrape(t)
-	checkGaugesMatchAPI(t, views, s)
-	if got := s.value(t, "taskledger_rebuild_progress_ratio", "projection", p.Name); got != 0.5 {
-		t.Errorf("rebuild progress %v, want 0.5", got)
+	for _, c := range []struct {
+		applied, target uint64
+		want            float64
+	}{{0, 0, 1}, {1, 2, 0.5}} {
+		if err := p.RecordProgress(context.Background(), b.svc.Pool(), c.applied, c.target); err != nil {
+			t.Fatal(err)
+		}
+		views = b.projectionViews(t)
+		s := b.scrape(t)
+		checkGaugesMatchAPI(t, views, s)
+		if got := s.value(t, "taskledger_rebuild_progress_ratio", "projection", p.Name); got != c.want {
+			t.Errorf("rebuild progress at %d of %d: %v, want %v", c.applied, c.target, got, c.want)
+		}
 	}
 	if err := rb.Run(context.Background(), func(consumers.Progress) {}); err != nil {
 		t.Fatal(err)
@@ -292,7 +352,7 @@ func TestMetricsSeriesExistFromStartAndFollowTheProjections(t *testing.T) {
 	b.svc.Start()
 	b.waitCaughtUp(t)
 	views = b.projectionViews(t)
-	s = b.scrape(t)
+	s := b.scrape(t)
 	checkGaugesMatchAPI(t, views, s)
 	for _, v := range views {
 		// The undecodable event is a dead letter of each policy; it
