@@ -16,13 +16,17 @@ import (
 	"github.com/taskledger/taskledger/internal/loadgen"
 )
 
-// consoleTask is the task whose history the console test looks up.
-const consoleTask = "console-task"
+// The tasks whose histories the console test looks up: one completed
+// again after a reopen, one whose last event is a reopen.
+const (
+	consoleTask         = "console-task"
+	consoleReopenedTask = "console-reopened-task"
+)
 
 // consoleData fills b with what every view of the console shows: traffic
-// with duplicates and reopens, one task with a full history, a rejected
-// request, a completion only completions_latest refuses (fixable) and an
-// undecodable event (not fixable).
+// with duplicates and reopens, one task with a full history, one reopened,
+// a rejected request, a completion only completions_latest refuses
+// (fixable) and an undecodable event (not fixable).
 func consoleData(t *testing.T, b *bundle) {
 	t.Helper()
 	if _, err := b.svc.Pool().Exec(context.Background(), `ALTER TABLE completions_latest.completions
@@ -35,6 +39,8 @@ func consoleData(t *testing.T, b *bundle) {
 		`"completed_at":"2024-01-15T10:30:00Z","completed_by":"ann@example.com","event_id":"evt-console-1","external_id":"prov-console-1"}`)
 	b.accept(t, reopen(consoleTask, "2024-01-16T09:00:00Z"))
 	b.accept(t, completionOf(consoleTask, "p-console", "2024-01-17T11:00:00Z", "bob@example.com"))
+	b.accept(t, completionOf(consoleReopenedTask, "p-console", "2024-01-15T12:00:00Z", "cy@example.com"))
+	b.accept(t, reopen(consoleReopenedTask, "2024-01-18T08:00:00Z"))
 	b.accept(t, completionOf("blocked-task", "p1", "2024-01-15T10:30:00Z", "blocked@example.com"))
 	if r := b.post(t, "tallyfy", `{"event":"task.completed"}`); r.Status != http.StatusUnprocessableEntity {
 		t.Fatalf("invalid event: %+v", r)
@@ -121,8 +127,13 @@ func TestConsoleInARealBrowser(t *testing.T) {
 	br.do(t, "look up a task", chromedp.Navigate(b.url+"/ui#task"),
 		chromedp.SendKeys(chromedp.CSS("#task-id"), consoleTask), chromedp.Click(chromedp.CSS("#task-search button")))
 	br.waitFor(t, "the task's history", `!document.getElementById('task-result').hidden`)
-	checkTaskView(t, b, br)
+	checkTaskView(t, b, br, consoleTask, false, 3)
 	br.screenshot(t, "console-task")
+
+	br.do(t, "look up a reopened task", chromedp.SetValue(chromedp.CSS("#task-id"), consoleReopenedTask), chromedp.Click(chromedp.CSS("#task-search button")))
+	br.waitFor(t, "the reopened task's history", `!document.getElementById('task-result').hidden &&
+		document.querySelectorAll('#timeline > li').length === 2`)
+	checkTaskView(t, b, br, consoleReopenedTask, true, 2)
 
 	br.do(t, "look up an unknown task", chromedp.SetValue(chromedp.CSS("#task-id"), "no-such-task"), chromedp.Click(chromedp.CSS("#task-search button")))
 	br.waitFor(t, "the unknown task's error", `document.getElementById('task-error').innerText.includes('No event is stored for task "no-such-task"')`)
@@ -174,6 +185,17 @@ func TestConsoleInARealBrowser(t *testing.T) {
 		t.Errorf("the token is in the URL: %s", href)
 	}
 
+	t.Log("a later rebuild, started elsewhere, fails: the page shows that, not its own done")
+	if _, err := b.svc.Pool().Exec(context.Background(), `UPDATE projection_rebuilds SET started_at = now(), updated_at = now(),
+		finished_at = NULL, failed_at = now(), error = 'disk full' WHERE projection = 'completions_all'`); err != nil {
+		t.Fatal(err)
+	}
+	br.waitFor(t, "the failed rebuild", `(() => {
+		const cell = document.querySelector('#projections tr[data-projection="completions_all"] td.rebuild');
+		return cell.querySelector('.progress') === null && cell.querySelector('.last-rebuild.failed') !== null &&
+			cell.innerText.includes('last rebuild failed') && cell.innerText.includes('disk full');
+	})()`)
+
 	t.Log("dead letters: list, detail, retry")
 	checkDeadLetters(t, b, br)
 
@@ -208,13 +230,14 @@ func TestConsoleInARealBrowser(t *testing.T) {
 	}
 }
 
-// checkTaskView compares the task view with the API: each policy's
-// completions, whether the task is reopened, and the timeline with raw bodies.
-func checkTaskView(t *testing.T, b *bundle, br *browser) {
+// checkTaskView compares the view of task, which has events events and is
+// reopened or not, with the API: each policy's completions, the reopened
+// badge, and the timeline with raw bodies.
+func checkTaskView(t *testing.T, b *bundle, br *browser, task string, reopened bool, events int) {
 	t.Helper()
 	for _, policy := range []string{"all", "first", "latest"} {
 		var h historyView
-		getJSON(t, b.url+"/v1/tasks/"+consoleTask+"/completions?policy="+policy, &h)
+		getJSON(t, b.url+"/v1/tasks/"+task+"/completions?policy="+policy, &h)
 		items := eval[[]string](t, br, `[...document.querySelectorAll('.policy[data-policy="`+policy+`"] li')].map(li => li.innerText)`)
 		if len(items) != len(h.Completions) {
 			t.Fatalf("%s column %q, the API has %+v", policy, items, h.Completions)
@@ -224,20 +247,22 @@ func checkTaskView(t *testing.T, b *bundle, br *browser) {
 				t.Errorf("%s column item %q, want seq %d by %s", policy, items[i], c.StreamSeq, c.CompletedBy)
 			}
 		}
-		if h.Reopened {
-			t.Errorf("the API says %s is reopened; the test completed it after its reopen", consoleTask)
+		if h.Reopened != reopened {
+			t.Errorf("the API says %s is reopened: %v, want %v", task, h.Reopened, reopened)
 		}
 	}
-	if badge := eval[string](t, br, `document.getElementById('task-reopened').innerText`); badge != "not reopened" {
-		t.Errorf("reopened badge %q, want not reopened", badge)
+	badge := eval[string](t, br, `document.getElementById('task-reopened').innerText`)
+	if reopened && !(strings.HasPrefix(badge, "reopened at ") && strings.HasSuffix(badge, " after its latest completion")) ||
+		!reopened && badge != "not reopened" {
+		t.Errorf("reopened badge of %s %q, want it to say reopened: %v", task, badge, reopened)
 	}
-	events := b.timeline(t, consoleTask, 50)
+	stored := b.timeline(t, task, 50)
 	shown := eval[[]map[string]string](t, br, `[...document.querySelectorAll('#timeline > li')].map(li => ({
 		seq: li.dataset.seq, raw: li.querySelector('details.raw-body pre').textContent, text: li.innerText}))`)
-	if len(shown) != len(events) || len(events) != 3 {
-		t.Fatalf("timeline shows %d events, the API has %d (want 3)", len(shown), len(events))
+	if len(shown) != len(stored) || len(stored) != events {
+		t.Fatalf("timeline of %s shows %d events, the API has %d (want %d)", task, len(shown), len(stored), events)
 	}
-	for i, e := range events {
+	for i, e := range stored {
 		if shown[i]["seq"] != fmt.Sprint(e.StreamSeq) || shown[i]["raw"] != e.Body || !strings.Contains(shown[i]["text"], e.Event) {
 			t.Errorf("timeline item %d %v, want seq %d %s with its raw body", i, shown[i], e.StreamSeq, e.Event)
 		}

@@ -187,8 +187,14 @@ function route() {
 // ---- overview: projections and ingest --------------------------------------
 
 // rebuilds tracks the rebuilds started from this page, by projection:
-// {seen: saw it running, done, failed, error}.
+// {prev: the latest rebuild's started_at before this one, startedAt: this
+// one's, once GET /v1/projections lists it}. The outcome shown is always
+// the API's; the entry only says the latest rebuild is the page's own, and
+// is dropped once a rebuild started elsewhere is the latest.
 const rebuilds = new Map();
+// lastStarted is the started_at of each projection's latest rebuild, as
+// last shown.
+const lastStarted = new Map();
 let overviewTimer = 0;
 
 async function refreshOverview() {
@@ -221,7 +227,7 @@ async function loadProjections() {
   // Rows are updated in place, so a button is never replaced under the pointer.
   if (rows.some((tr, i) => tbody.rows[i] !== tr) || tbody.rows.length !== rows.length) tbody.replaceChildren(...rows);
   return body.projections.some((p) => p.state === 'rebuilding') ||
-    [...rebuilds.values()].some((r) => !r.done && !r.failed);
+    [...rebuilds.values()].some((r) => !r.startedAt);
 }
 
 function newProjectionRow(name) {
@@ -231,17 +237,13 @@ function newProjectionRow(name) {
 }
 
 function updateProjectionRow(tr, p) {
-  const rb = rebuilds.get(p.name);
-  if (rb && p.state === 'rebuilding') rb.seen = true;
-  if (rb && !rb.done && !rb.failed && p.state !== 'rebuilding') {
-    // Over: the last rebuild's outcome says how.
-    const last = p.rebuild;
-    if (last && (last.outcome === 'failed' || last.outcome === 'interrupted')) {
-      rb.failed = true;
-      rb.error = last.error || 'the rebuild was ' + last.outcome;
-    } else {
-      rb.done = true;
-    }
+  const started = p.rebuild ? p.rebuild.started_at : '';
+  lastStarted.set(p.name, started);
+  let rb = rebuilds.get(p.name);
+  if (rb && !rb.startedAt && started !== rb.prev) rb.startedAt = started;
+  if (rb && rb.startedAt && started !== rb.startedAt) {
+    rebuilds.delete(p.name); // a later rebuild, started elsewhere
+    rb = undefined;
   }
   const cells = tr.cells;
   const parts = (p.partitions || []).length;
@@ -269,8 +271,9 @@ function progressBar(percent, label, kind) {
   }, el('div', { class: 'bar' }, fill), el('span', { class: 'label', text: label }));
 }
 
-// updateRebuildCell shows a running rebuild's progress, the outcome of one
-// started here, and the button; an existing button is kept.
+// updateRebuildCell shows a running rebuild's progress, the outcome of the
+// latest rebuild as a bar when this page started it, and the button; an
+// existing button is kept.
 function updateRebuildCell(cell, p, rb) {
   let progress = null;
   if (p.state === 'rebuilding' && p.rebuild) {
@@ -278,9 +281,9 @@ function updateRebuildCell(cell, p, rb) {
     progress = progressBar(r.percent, fmtNumber(r.applied_seq) + ' / ' + fmtNumber(r.target_seq) + ' (' + r.percent + '%)');
   } else if (p.state === 'rebuilding') {
     progress = progressBar(0, 'starting…');
-  } else if (rb && rb.failed) {
-    progress = progressBar(100, 'failed: ' + rb.error, 'failed');
-  } else if (rb && rb.done) {
+  } else if (rb && rb.startedAt && rebuildFailed(p.rebuild)) {
+    progress = progressBar(100, 'failed: ' + (p.rebuild.error || 'the rebuild was ' + p.rebuild.outcome), 'failed');
+  } else if (rb && rb.startedAt) {
     progress = progressBar(100, 'done', 'done');
   } else if (p.rebuild) {
     progress = lastRebuild(p.rebuild);
@@ -297,9 +300,13 @@ function updateRebuildCell(cell, p, rb) {
   if (!button.isConnected) cell.append(button);
 }
 
+function rebuildFailed(r) {
+  return r.outcome === 'failed' || r.outcome === 'interrupted';
+}
+
 // lastRebuild tells how the latest rebuild, started anywhere, ended.
 function lastRebuild(r) {
-  const failed = r.outcome === 'failed' || r.outcome === 'interrupted';
+  const failed = rebuildFailed(r);
   const when = fmtTime(r.finished_at || r.failed_at || r.updated_at);
   return el('div', { class: 'last-rebuild muted' + (failed ? ' failed' : '') },
     'last rebuild ' + r.outcome + ' ' + when + (r.error ? ': ' + r.error : ''));
@@ -307,9 +314,10 @@ function lastRebuild(r) {
 
 async function startRebuild(name, button) {
   button.disabled = true;
+  const prev = lastStarted.get(name) || ''; // before any refresh can list this one
   try {
     await admin('POST', '/v1/projections/' + encodeURIComponent(name) + '/rebuild');
-    rebuilds.set(name, { seen: false, done: false, failed: false });
+    rebuilds.set(name, { prev, startedAt: '' });
     flash('Rebuild of ' + name + ' started.');
   } catch (e) {
     showError($('projections-error'), e);
