@@ -2,6 +2,7 @@ package integration_test
 
 import (
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -218,5 +219,142 @@ func TestComposeClusterProfile(t *testing.T) {
 		if _, ok := lb.DependsOn[name]; !ok {
 			t.Errorf("load balancer does not depend on %s", name)
 		}
+	}
+}
+
+// mountedFile is the file of the repository that service s sees at path,
+// through its bind mounts ("./src:dst[:ro]"); "" when none covers path.
+func mountedFile(s composeService, path string) string {
+	for _, v := range s.Volumes {
+		src, rest, _ := strings.Cut(v, ":")
+		dst, _, _ := strings.Cut(rest, ":")
+		if !strings.HasPrefix(src, "./") {
+			continue // a named volume
+		}
+		if path == dst {
+			return filepath.Join("..", src)
+		}
+		if sub, ok := strings.CutPrefix(path, strings.TrimSuffix(dst, "/")+"/"); ok {
+			return filepath.Join("..", src, sub)
+		}
+	}
+	return ""
+}
+
+// TestComposeObservabilityProfile checks that the observability profile's
+// Prometheus and Grafana see deploy/'s files where their configuration
+// looks for them: the scrape configuration with its rules, pointing at the
+// taskledger service, and Grafana's provisioning with the dashboard.
+func TestComposeObservabilityProfile(t *testing.T) {
+	t.Parallel()
+	f := readCompose(t)
+	service := func(name string) composeService {
+		t.Helper()
+		s, ok := f.Services[name]
+		if !ok {
+			t.Fatalf("no service %s", name)
+		}
+		if !slices.Contains(s.Profiles, "observability") {
+			t.Errorf("%s is not in the observability profile: %v", name, s.Profiles)
+		}
+		for _, v := range s.Volumes {
+			if src, _, _ := strings.Cut(v, ":"); strings.HasPrefix(src, "./") {
+				if _, err := os.Stat(filepath.Join("..", src)); err != nil {
+					t.Errorf("%s mounts %s, which does not exist: %v", name, src, err)
+				}
+			}
+		}
+		return s
+	}
+	mounts := func(s composeService, name, path, want string) {
+		t.Helper()
+		if got := mountedFile(s, path); filepath.Clean(got) != filepath.Clean(want) {
+			t.Errorf("%s sees %q at %s, want %s", name, got, path, want)
+		} else if _, err := os.Stat(got); err != nil {
+			t.Errorf("%s sees nothing at %s: %v", name, path, err)
+		}
+	}
+
+	prom := service("prometheus")
+	var configPath string
+	for _, a := range prom.Command {
+		if v, ok := strings.CutPrefix(a, "--config.file="); ok {
+			configPath = v
+		}
+	}
+	mounts(prom, "prometheus", configPath, deployDir+"/prometheus/prometheus.yml")
+	var scrape struct {
+		RuleFiles     []string `yaml:"rule_files"`
+		ScrapeConfigs []struct {
+			MetricsPath   string `yaml:"metrics_path"`
+			StaticConfigs []struct {
+				Targets []string `yaml:"targets"`
+			} `yaml:"static_configs"`
+		} `yaml:"scrape_configs"`
+	}
+	readYAML(t, deployDir+"/prometheus/prometheus.yml", &scrape)
+	rules := map[string]bool{}
+	for _, pattern := range scrape.RuleFiles {
+		for _, v := range prom.Volumes {
+			_, rest, _ := strings.Cut(v, ":")
+			dst, _, _ := strings.Cut(rest, ":")
+			if ok, _ := filepath.Match(pattern, dst); ok {
+				rules[filepath.Clean(mountedFile(prom, dst))] = true
+			}
+		}
+	}
+	if want := filepath.Clean(deployDir + "/prometheus/taskledger.rules.yml"); !rules[want] {
+		t.Errorf("prometheus loads the rules %v (rule_files %v), want %s", rules, scrape.RuleFiles, want)
+	}
+	var targets []string
+	for _, c := range scrape.ScrapeConfigs {
+		for _, sc := range c.StaticConfigs {
+			for _, target := range sc.Targets {
+				targets = append(targets, c.MetricsPath+" "+target)
+			}
+		}
+	}
+	if !slices.Contains(targets, "/metrics taskledger:8080") {
+		t.Errorf("prometheus scrapes %v, want /metrics of taskledger:8080", targets)
+	}
+
+	grafana := service("grafana")
+	mounts(grafana, "grafana", "/etc/grafana/provisioning/datasources/prometheus.yml",
+		deployDir+"/grafana/provisioning/datasources/prometheus.yml")
+	mounts(grafana, "grafana", "/etc/grafana/provisioning/dashboards/taskledger.yml",
+		deployDir+"/grafana/provisioning/dashboards/taskledger.yml")
+	var provider struct {
+		Providers []struct {
+			Options struct {
+				Path string `yaml:"path"`
+			} `yaml:"options"`
+		} `yaml:"providers"`
+	}
+	readYAML(t, deployDir+"/grafana/provisioning/dashboards/taskledger.yml", &provider)
+	if len(provider.Providers) != 1 {
+		t.Fatalf("dashboard providers %+v, want one", provider.Providers)
+	}
+	mounts(grafana, "grafana", provider.Providers[0].Options.Path+"/taskledger.json", deployDir+"/grafana/dashboards/taskledger.json")
+	mounts(grafana, "grafana", grafana.Environment["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"], deployDir+"/grafana/dashboards/taskledger.json")
+	var sources struct {
+		Datasources []struct {
+			URL string `yaml:"url"`
+		} `yaml:"datasources"`
+	}
+	readYAML(t, deployDir+"/grafana/provisioning/datasources/prometheus.yml", &sources)
+	if len(sources.Datasources) != 1 || sources.Datasources[0].URL != "http://prometheus:9090" {
+		t.Errorf("grafana's data sources %+v, want the prometheus service", sources.Datasources)
+	}
+}
+
+// readYAML parses the YAML file at path into v.
+func readYAML(t *testing.T, path string, v any) {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(raw, v); err != nil {
+		t.Fatalf("%s: %v", path, err)
 	}
 }
