@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -115,7 +116,8 @@ func requiredString(fields map[string]json.RawMessage, name string) (string, err
 }
 
 // optionalString returns "" for an absent or null field and an error for a
-// field of another JSON type or with text Postgres cannot store.
+// field of another JSON type, with an unpaired surrogate escape, or with
+// text Postgres cannot store.
 func optionalString(fields map[string]json.RawMessage, name string) (string, error) {
 	raw, ok := fields[name]
 	if !ok || bytes.Equal(raw, []byte("null")) {
@@ -126,6 +128,8 @@ func optionalString(fields map[string]json.RawMessage, name string) (string, err
 		return "", invalid(name, "must be a string")
 	}
 	switch {
+	case hasLoneSurrogate(raw):
+		return "", invalid(name, `must not contain an unpaired UTF-16 surrogate escape (such as \ud800), which encodes no character`)
 	case len(s) > MaxIDLength:
 		return "", invalid(name, "is longer than %d bytes", MaxIDLength)
 	case !ValidText(s):
@@ -147,4 +151,53 @@ func requiredTime(fields map[string]json.RawMessage, name string) (time.Time, er
 		return time.Time{}, invalid(name, "must fall in the years 0001 to 9999 in UTC")
 	}
 	return t.Truncate(time.Microsecond), nil
+}
+
+// hasLoneSurrogate reports whether the JSON string literal lit (well formed,
+// quotes included) holds a \uXXXX escape of a UTF-16 surrogate that is not
+// a high surrogate followed by an escaped low one. encoding/json decodes
+// every such escape to U+FFFD, so "\ud800" and "\udbff" would otherwise
+// become the same id.
+func hasLoneSurrogate(lit []byte) bool {
+	for i := 0; i < len(lit); i++ {
+		if lit[i] != '\\' {
+			continue
+		}
+		i++ // the escaped character: a backslash here is not an escape
+		if lit[i] != 'u' {
+			continue
+		}
+		r := escapedUnit(lit[i+1:])
+		i += 4
+		switch {
+		case !utf16.IsSurrogate(r):
+		case r >= 0xdc00: // a low surrogate with no high one before it
+			return true
+		case i+6 >= len(lit) || lit[i+1] != '\\' || lit[i+2] != 'u':
+			return true
+		default:
+			if low := escapedUnit(lit[i+3:]); low < 0xdc00 || low > 0xdfff {
+				return true
+			}
+			i += 6
+		}
+	}
+	return false
+}
+
+// escapedUnit is the UTF-16 code unit of the four hex digits that start hex.
+func escapedUnit(hex []byte) rune {
+	var r rune
+	for _, c := range hex[:4] {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c -= 'a' - 10
+		default:
+			c -= 'A' - 10
+		}
+		r = r<<4 | rune(c)
+	}
+	return r
 }

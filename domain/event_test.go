@@ -65,6 +65,12 @@ func TestParseEventRejects(t *testing.T) {
 		{"year 10000 in UTC", `{"event":"task.completed","task_id":"t","completed_at":"9999-12-31T23:59:59-01:00"}`, CodeInvalidField, "completed_at"},
 		{"reopen in year 10000", `{"event":"task.reopened","task_id":"t","reopened_at":"9999-12-31T23:30:00-00:45"}`, CodeInvalidField, "reopened_at"},
 		{"reopen without time", `{"event":"task.reopened","task_id":"t","completed_at":"2024-01-15T10:30:00Z"}`, CodeMissingField, "reopened_at"},
+		{"lone high surrogate in task_id", `{"event":"x","task_id":"a\ud800"}`, CodeInvalidField, "task_id"},
+		{"lone low surrogate in process_id", `{"event":"x","task_id":"t","process_id":"\uDFFF"}`, CodeInvalidField, "process_id"},
+		{"high surrogate before a non-surrogate escape", `{"event":"x","task_id":"t","event_id":"\udbff\u0041"}`, CodeInvalidField, "event_id"},
+		{"two high surrogates", `{"event":"x","task_id":"t","external_id":"\ud800\udbff"}`, CodeInvalidField, "external_id"},
+		{"high surrogate at the end", `{"event":"x\ud83d","task_id":"t"}`, CodeInvalidField, "event"},
+		{"lone surrogate after an escaped backslash", `{"event":"x","task_id":"t","completed_by":"\\\ud800"}`, CodeInvalidField, "completed_by"},
 		{"overlong id", `{"event":"x","task_id":"` + string(make([]byte, 0)) + repeat("a", MaxIDLength+1) + `"}`, CodeInvalidField, "task_id"},
 	}
 	for _, tt := range tests {
@@ -101,6 +107,25 @@ func TestParseEventAcceptsTheYearBounds(t *testing.T) {
 	for _, at := range []string{"0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z", "0001-01-01T00:30:00-01:00"} {
 		if _, err := ParseEvent("s", []byte(`{"event":"task.completed","task_id":"t","completed_at":"`+at+`"}`)); err != nil {
 			t.Errorf("%s: %v", at, err)
+		}
+	}
+}
+
+// Escapes that encode characters decode to distinct ids: paired
+// surrogates, and text that only looks like an escape after an escaped
+// backslash.
+func TestParseEventKeepsEscapedCharacters(t *testing.T) {
+	t.Parallel()
+	for escaped, want := range map[string]string{
+		`\ud83d\ude00`:    "\U0001F600",
+		`a\uD800\uDC00b`:  "a\U00010000b",
+		`\\ud800`:         `\ud800`,
+		`\\\\ud800\u00e9`: `\\ud800` + "\u00e9",
+		`\ufffd`:          "\uFFFD",
+	} {
+		ev, err := ParseEvent("s", []byte(`{"event":"x","task_id":"`+escaped+`"}`))
+		if err != nil || ev.TaskID != want {
+			t.Errorf("task_id %s = %q, %v; want %q", escaped, ev.TaskID, err, want)
 		}
 	}
 }

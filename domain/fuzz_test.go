@@ -1,9 +1,11 @@
 package domain
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // FuzzParseAndKey checks that any body and key headers either parse into an
@@ -20,6 +22,8 @@ func FuzzParseAndKey(f *testing.F) {
 	f.Add([]byte(`{"event":"task.completed","task_id":"t","completed_at":"2024-01-15T10:30:00Z"}`), "derived:abc", "")
 	f.Add([]byte("{\"event\":\"x\",\"task_id\":\"\xff\xfe\"}"), "", "")
 	f.Add([]byte(`{"event":"task.completed","task_id":"t","completed_at":"9999-12-31T23:59:59-01:00"}`), "", "")
+	f.Add([]byte(`{"event":"x","task_id":"\ud800"}`), "", "")
+	f.Add([]byte(`{"event":"x","task_id":"\\ud800\ud83d\ude00"}`), "", "")
 	f.Fuzz(func(t *testing.T, body []byte, idem, webhookID string) {
 		ev, err := ParseEvent("src", body)
 		if err != nil {
@@ -31,6 +35,14 @@ func FuzzParseAndKey(f *testing.F) {
 		}
 		if ev.Type == "" || ev.TaskID == "" {
 			t.Fatalf("parsed event lacks type or task: %+v", ev)
+		}
+		// U+FFFD in an id comes from the body itself, never from an
+		// escape that encodes no character (two such ids would merge).
+		for _, id := range []string{ev.Type, ev.TaskID, ev.ProcessID, ev.CompletedBy, ev.EventID, ev.ExternalID} {
+			if strings.ContainsRune(id, utf8.RuneError) && !bytes.Contains(body, []byte("\uFFFD")) &&
+				!bytes.Contains(bytes.ToLower(body), []byte(`\ufffd`)) {
+				t.Fatalf("id %q holds U+FFFD the body %q does not", id, body)
+			}
 		}
 		if (ev.IsCompletion() || ev.IsReopen()) == ev.OccurredAt.IsZero() {
 			t.Fatalf("OccurredAt %v inconsistent with type %q", ev.OccurredAt, ev.Type)

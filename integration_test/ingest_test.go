@@ -144,6 +144,8 @@ func TestRejectedRequestsStoreNothing(t *testing.T) {
 		{"body over the limit", "tallyfy", "application/json", `{"pad":"` + strings.Repeat("x", 2000) + `"}`, nil, 413, httpjson.CodeBodyTooLarge},
 		{"not json", "tallyfy", "application/json", `{"event":`, nil, 400, httpjson.CodeInvalidJSON},
 		{"invalid UTF-8", "tallyfy", "application/json", "{\"event\":\"task.completed\",\"task_id\":\"\xff\xfe\",\"completed_at\":\"2024-01-15T10:30:00Z\"}", nil, 400, httpjson.CodeInvalidJSON},
+		{"lone surrogate escape in task_id", "tallyfy", "application/json", `{"event":"task.completed","task_id":"\ud800","completed_at":"2024-01-15T10:30:00Z"}`, nil, 422, domain.CodeInvalidField},
+		{"lone surrogate escape in event_id", "tallyfy", "application/json", `{"event":"task.completed","task_id":"t","event_id":"e\udbff","completed_at":"2024-01-15T10:30:00Z"}`, nil, 422, domain.CodeInvalidField},
 		{"year 10000 in UTC", "tallyfy", "application/json", `{"event":"task.completed","task_id":"t","completed_at":"9999-12-31T23:59:59-01:00"}`, nil, 422, domain.CodeInvalidField},
 		{"empty body", "tallyfy", "application/json", ``, nil, 400, httpjson.CodeInvalidJSON},
 		{"json array", "tallyfy", "application/json", `[1]`, nil, 422, domain.CodeInvalidField},
