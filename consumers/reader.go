@@ -75,8 +75,8 @@ type Batch struct {
 // carries state: the checkpoint in Postgres is the only position.
 //
 // Reading overlaps applying: one batch is assembled and decoded while the
-// caller writes the previous one, and the library prefetches a couple of
-// batches (by count) behind that.
+// caller writes the previous one, and the library prefetches about a batch
+// (by bytes, see readAhead) behind that.
 type Reader struct {
 	iter    jetstream.MessagesContext
 	batches chan Batch
@@ -102,10 +102,7 @@ func OpenReader(ctx context.Context, js jetstream.JetStream, opts ReadOptions, s
 	if err != nil {
 		return nil, fmt.Errorf("read stream %s from seq %d: %w", opts.Stream, startSeq, err)
 	}
-	// The library buffers a couple of batches ahead, by count. (Its byte
-	// limits either allocate a buffer for a million messages or, bounded
-	// by count and bytes together, drop deliveries as a slow consumer.)
-	iter, err := cons.Messages(jetstream.PullMaxMessages(max(2*opts.MaxCount, 1000)))
+	iter, err := cons.Messages(jetstream.PullMaxBytes(readAhead(opts, js.Conn().MaxPayload())))
 	if err != nil {
 		return nil, fmt.Errorf("read stream %s from seq %d: %w", opts.Stream, startSeq, err)
 	}
@@ -113,6 +110,18 @@ func OpenReader(ctx context.Context, js jetstream.JetStream, opts ReadOptions, s
 	r := &Reader{iter: iter, batches: make(chan Batch, 1), errs: make(chan error, 1), stop: stop, done: make(chan struct{})}
 	go r.pump(pumpCtx, opts)
 	return r, nil
+}
+
+// readAhead is how many bytes the library may hold for a reader: a batch's
+// worth, and at least twice the largest message the server delivers, so
+// that each pull it sends (for at least half of this) has room for one.
+// Bounded by bytes alone, the library counts messages up to a million, and
+// so keeps a channel of a million slots (8 MB of address space, resident as
+// far as events have gone through it); bounded by count, a reader of large
+// events would hold that count of them.
+func readAhead(opts ReadOptions, maxPayload int64) int {
+	const delivery = 4 << 10 // a delivered message's subject and reply
+	return max(opts.MaxBytes, 2*(int(maxPayload)+delivery))
 }
 
 // Next returns the next batch, or an empty one when no event came within

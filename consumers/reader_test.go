@@ -3,6 +3,7 @@ package consumers
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -64,5 +65,64 @@ func TestReaderReadsInOrderFromASequenceInBoundedBatches(t *testing.T) {
 	// Every event is far over 1 byte: a byte bound of 1 makes batches of one.
 	if _, sizes := read(ReadOptions{MaxCount: 100, MaxBytes: 1}, 1); len(sizes) != int(last) {
 		t.Errorf("batch sizes %v under a 1-byte bound, want %d batches of one", sizes, last)
+	}
+}
+
+// A reader of large events holds a few of them, not a count's worth: what
+// the server has delivered to it stays within about readAhead and two
+// batches of bytes.
+func TestReaderReadsAheadByBytes(t *testing.T) {
+	t.Parallel()
+	s := newTestStream(t)
+	const events, size = 40, 256 << 10
+	for i := range events {
+		pad := strings.Repeat("x", size)
+		s.publish(t, fmt.Sprintf(`{"event":"task.completed","task_id":"t%d","completed_at":"2024-01-15T10:30:00Z","pad":%q}`, i, pad))
+	}
+	opts := ReadOptions{Stream: s.cfg.Name, Subjects: []string{s.cfg.AllSubjects()}, MaxCount: 500, MaxBytes: 1 << 20}
+	r, err := OpenReader(context.Background(), s.js, opts, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	stream, err := s.js.Stream(context.Background(), s.cfg.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// delivered is the last sequence the server sent the (only) consumer.
+	delivered := func() uint64 {
+		infos := stream.ListConsumers(context.Background())
+		var seq uint64
+		for info := range infos.Info() {
+			seq = max(seq, info.Delivered.Stream)
+		}
+		if err := infos.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return seq
+	}
+	// Nobody takes a batch: the reader fills what it may hold and stops.
+	deadline := time.Now().Add(5 * time.Second)
+	for delivered() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+	held := readAhead(opts.withDefaults(), s.js.Conn().MaxPayload()) + 2*(opts.MaxBytes+size)
+	if n := delivered(); n == 0 || n > uint64(held/size) {
+		t.Errorf("the reader was sent %d events of %d KB, want 1 to %d (%d MB)", n, size>>10, held/size, held>>20)
+	}
+	// And it still reads them all, in order.
+	var next uint64 = 1
+	for next <= events {
+		b, err := r.Next(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range b.Entries {
+			if e.Message.Seq != next {
+				t.Fatalf("read seq %d, want %d", e.Message.Seq, next)
+			}
+			next++
+		}
 	}
 }
