@@ -46,9 +46,12 @@ func NewAppender(nc *nats.Conn, js jetstream.JetStream, stream jetstream.Stream,
 // ErrTooLarge (permanent) or ErrUnavailable (retry).
 func (a *Appender) Append(ctx context.Context, r Record) (Appended, error) {
 	msg := r.Message(a.cfg.Subject(r.Source, r.TaskID))
+	// Set here rather than by jetstream.WithExpectStream, so that the size
+	// measured below is that of the message exactly as it is sent.
+	msg.Header.Set(jetstream.ExpectedStreamHeader, a.cfg.Name)
 	// The server refuses header plus body over max_payload; the stream
 	// (MaxMsgSize unset) and its 64 KiB header limit allow anything below.
-	if size, limit := int64(msg.Size()-len(msg.Subject)), a.nc.MaxPayload(); limit > 0 && size > limit {
+	if size, limit := int64(msg.Size()-len(msg.Subject)-len(msg.Reply)), a.nc.MaxPayload(); limit > 0 && size > limit {
 		return Appended{}, fmt.Errorf("%w: body and stored headers are %d bytes, the server's max_payload is %d",
 			ErrTooLarge, size, limit)
 	}
@@ -56,7 +59,7 @@ func (a *Appender) Append(ctx context.Context, r Record) (Appended, error) {
 		return Appended{}, fmt.Errorf("%w: not connected to NATS (%s)", ErrUnavailable, a.nc.Status())
 	}
 	for {
-		ack, err := a.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(a.cfg.Name))
+		ack, err := a.js.PublishMsg(ctx, msg)
 		if err == nil {
 			return Appended{Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
 		}

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/taskledger/taskledger/eventlog"
 	"github.com/taskledger/taskledger/ingest"
 	"github.com/taskledger/taskledger/internal/config"
 	"github.com/taskledger/taskledger/internal/httpjson"
@@ -80,6 +81,82 @@ func TestBodiesAndHeadersOverWhatTheStreamTakesAreRefusedForGood(t *testing.T) {
 	// An unstored header may be as long as the HTTP server allows.
 	if r := b.post(t, "tallyfy", completion("long-unstored", "2024-01-15T10:30:00Z"), "X-Other", strings.Repeat("o", 64<<10)); r.Status != http.StatusAccepted {
 		t.Errorf("a long header that is not stored: %+v", r)
+	}
+}
+
+// The limit is exact, every header the publish adds included: a delivery
+// whose message (headers and body, as the server counts them) is exactly
+// max_payload is stored, and one a byte over is a permanent 413.
+func TestAMessageOfExactlyWhatTheStreamTakesIsStoredAndAByteMoreIsNot(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	limit := int(b.js.Conn().MaxPayload())
+	// Every message the service sends, as the server received it.
+	sent, err := b.js.Conn().SubscribeSync(b.allSubjects())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sent.Unsubscribe() })
+	// post sends a padded completion of task and returns, when it is
+	// stored, the size of its message and of its received-at time.
+	post := func(task string, bodySize int) (r reply, size, stamp int) {
+		t.Helper()
+		r = b.postReader(t, "tallyfy", paddedCompletion(task, bodySize), int64(bodySize))
+		if r.Status != http.StatusAccepted {
+			return r, 0, 0
+		}
+		m, err := sent.NextMsg(waitLimit)
+		if err != nil {
+			t.Fatalf("the message of %s: %v", task, err)
+		}
+		return r, m.Size() - len(m.Subject) - len(m.Reply), len(m.Header.Get(eventlog.HeaderReceivedAt))
+	}
+	// A message's size is its body's, its received-at time's (as long as
+	// the clock makes it: trailing zeros of the fraction are dropped) and
+	// a part the same for every completion of a task id of one length.
+	const probeSize = 1000
+	r, size, stamp := post("edge-0", probeSize)
+	if r.Status != http.StatusAccepted {
+		t.Fatalf("probe: %+v", r)
+	}
+	fixed := size - probeSize - stamp
+	for range 100 {
+		stamp = max(stamp, len(time.Now().UTC().Format(time.RFC3339Nano)))
+	}
+	// bodyFor is the body size that makes a message of total bytes when
+	// its time is as long as the clock's longest.
+	bodyFor := func(total int) int { return total - fixed - stamp }
+	stored := 1
+	// A delivery whose time comes out shorter is smaller than sized for:
+	// each side of the limit is posted until one sized exactly is seen.
+	for i := 1; ; i++ {
+		r, size, _ := post(fmt.Sprintf("edge-%d", i), bodyFor(limit))
+		if r.Status != http.StatusAccepted {
+			t.Fatalf("a delivery whose message is at most max_payload %d: %+v", limit, r)
+		}
+		stored++
+		if size == limit {
+			break
+		}
+		if i == 20 {
+			t.Fatalf("no message came out at max_payload %d, the last was %d", limit, size)
+		}
+	}
+	for i := 1; ; i++ {
+		r, size, _ := post(fmt.Sprintf("over-%d", i), bodyFor(limit+1))
+		if r.Status == http.StatusRequestEntityTooLarge && r.Error.Code == httpjson.CodeBodyTooLarge {
+			break
+		}
+		if r.Status != http.StatusAccepted || size > limit {
+			t.Fatalf("a delivery whose message is max_payload+1 %d: %+v (%d bytes stored)", limit+1, r, size)
+		}
+		stored++
+		if i == 20 {
+			t.Fatalf("no delivery sized for max_payload+1 was refused")
+		}
+	}
+	if n := b.messages(t); n != uint64(stored) {
+		t.Errorf("stream holds %d events, want the %d accepted: the refused one stored something", n, stored)
 	}
 }
 
@@ -156,15 +233,20 @@ func TestRequestsOverTheInflightBudgetAre429(t *testing.T) {
 	}
 }
 
-// A flood of large bodies meets 429, not the OOM killer: this process
-// (the service, its in-process NATS server and the senders) stays within a
-// few hundred MB while 200 senders each post a 900 KB body at once, with a
-// 32 MiB budget.
+// A flood of large bodies meets 429, not the OOM killer: with the default
+// budget, this process (the service, its in-process NATS server and the
+// senders) grows by a few hundred MB at most while 200 senders each post a
+// body of 1 MB at once. Without the budget the same flood holds all 200 MB
+// of bodies at once, each copied on its way into the stream (the issue saw
+// 2.26 GB).
 // Not parallel: it measures the whole process's memory.
 func TestAFloodOfLargeBodiesStaysWithinTheBudget(t *testing.T) {
 	// Slow as the disk may be, every admitted body is stored: 202 or 429.
-	b := setup(t, func(c *config.Config) { c.PublishTimeout, c.MaxInflightBytes = 2*time.Minute, 32<<20 })
-	const senders, size = 200, 900 << 10
+	b := setup(t, func(c *config.Config) { c.PublishTimeout = 2 * time.Minute })
+	if def := config.Default(); b.cfg.MaxInflightBytes != def.MaxInflightBytes || b.cfg.MaxBodyBytes != def.MaxBodyBytes {
+		t.Fatalf("budget %d and body limit %d, want the defaults", b.cfg.MaxInflightBytes, b.cfg.MaxBodyBytes)
+	}
+	const senders, size = 200, 1_000_000 // a body under 1 MiB, with room for its headers
 	peak := watchMemory(t)
 	statuses := make(chan reply, senders)
 	var wg sync.WaitGroup
@@ -177,22 +259,24 @@ func TestAFloodOfLargeBodiesStaysWithinTheBudget(t *testing.T) {
 	count := map[int]int{}
 	for r := range statuses {
 		count[r.Status]++
-		if r.Status == http.StatusTooManyRequests && r.Header.Get("Retry-After") == "" {
-			t.Error("429 without Retry-After")
+		if r.Status == http.StatusTooManyRequests && (r.Header.Get("Retry-After") == "" || r.Error.Code != httpjson.CodeTooManyRequests) {
+			t.Errorf("429 answer %+v, want Retry-After and %s", r, httpjson.CodeTooManyRequests)
 		}
 	}
 	t.Logf("%d senders x %d KB: %v; peak Go heap growth %d MB, peak RSS growth %d MB", senders, size>>10, count, heap>>20, rss>>20)
 	if count[http.StatusAccepted]+count[http.StatusTooManyRequests] != senders {
 		t.Errorf("statuses %v, want only 202 and 429", count)
 	}
+	if count[http.StatusTooManyRequests] == 0 {
+		t.Errorf("statuses %v: 200 MB of bodies at once met no 429 from a 64 MiB budget", count)
+	}
 	if n := b.messages(t); n != uint64(count[http.StatusAccepted]) {
 		t.Errorf("stream holds %d events, want the %d accepted", n, count[http.StatusAccepted])
 	}
-	// The bodies in flight, each copied a couple of times on its way into
-	// the stream, and the stream's cache of what it stored; without the
-	// budget the same flood grew the heap by 420 MB.
-	if heap > 256<<20 {
-		t.Errorf("the Go heap grew by %d MB under the flood, want at most 256 MB", heap>>20)
+	// The 64 MiB in flight, each body copied a few times on its way into
+	// the stream, and the stream's cache of what it stored.
+	if rss > 400<<20 {
+		t.Errorf("the process's resident memory grew by %d MB under the flood, want at most 400 MB", rss>>20)
 	}
 }
 
@@ -279,10 +363,21 @@ func TestRouterErrorsAndAdminAccess(t *testing.T) {
 		{"GET", "/v1/processes/p1/completions?cursor=" + cursor, "", 400, "invalid_parameter"},
 		{"GET", "/v1/processes/p1/completions?cursor=" + base64.RawURLEncoding.EncodeToString([]byte("a\x00")), "", 400, "invalid_parameter"},
 		{"GET", "/v1/tasks/%E2%9C%93/completions", "", 404, "task_not_found"}, // valid UTF-8: just unknown
+		{"GET", "/v1/tasks/%FF%FE/events", "", 400, "invalid_parameter"},
+		{"GET", "/v1/tasks/%00/events", "", 400, "invalid_parameter"},
+		{"GET", "/v1/tasks/t1/events?cursor=" + cursor, "", 400, "invalid_parameter"},
+		{"GET", "/v1/tasks/%E2%9C%93/events", "", 404, "task_not_found"},
+		{"GET", "/v1/events?dedup_key=%FF%FE", "", 400, "invalid_parameter"},
+		{"GET", "/v1/events?dedup_key=tallyfy:id:%C3", "", 400, "invalid_parameter"},
+		{"GET", "/v1/events?event_id=e%00", "", 400, "invalid_parameter"},
+		{"GET", "/v1/events?dedup_key=tallyfy:id:%E2%9C%93", "", 200, ""},
 	} {
 		r := send(tt.method, tt.path, tt.auth)
 		if r.Status != tt.status || r.Error.Code != tt.code {
 			t.Errorf("%s %s (%s): %d %q, want %d %q", tt.method, tt.path, tt.auth, r.Status, r.Error.Code, tt.status, tt.code)
+		}
+		if ct := r.Header.Get("Content-Type"); tt.code != "" && (r.Error.Message == "" || !strings.HasPrefix(ct, "application/json")) {
+			t.Errorf("%s %s: error body %+v as %q, want a JSON error with a message", tt.method, tt.path, r.Error, ct)
 		}
 		if tt.status == 405 && r.Header.Get("Allow") == "" {
 			t.Errorf("%s %s: 405 without Allow", tt.method, tt.path)
