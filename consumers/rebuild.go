@@ -65,17 +65,17 @@ type Rebuild struct {
 // Start takes the projection's rebuild lock and prepares an empty shadow
 // schema, dropping whatever an interrupted rebuild left. It returns
 // projections.ErrRebuildRunning when another rebuild of the projection
-// holds the lock,
-// and a *projections.StreamMismatchError when the database follows another
-// stream.
+// holds the lock, and a *projections.StreamMismatchError when the database
+// follows another stream; neither is recorded as the rebuild's outcome. A
+// failure to prepare the shadow is recorded as a failed rebuild.
 func (rb *Rebuilder) Start(ctx context.Context, proj projections.Projection) (*Rebuild, error) {
 	return rb.start(ctx, proj, false)
 }
 
 // StartAdopting is Start for a database that follows another stream than
 // the one rb reads: the rebuilt projection replaces the live one whatever
-// its checkpoint. Only for projections.AdoptCommand, with no live consumer
-// running.
+// its checkpoint. Only for adopting a stream (taskledger replay
+// --adopt-stream), with no live consumer running.
 func (rb *Rebuilder) StartAdopting(ctx context.Context, proj projections.Projection) (*Rebuild, error) {
 	return rb.start(ctx, proj, true)
 }
@@ -117,12 +117,17 @@ func (rb *Rebuilder) start(ctx context.Context, proj projections.Projection, ado
 	}
 	// The shadow is split as the stream's events now are, which is how a
 	// rebuild changes the partition count.
-	if err := proj.PrepareShadow(ctx, conn, info.State.LastSeq, proj.PartitionsOf(eventlog.StoredPartitions(info.Config))); err != nil {
-		return nil, err
+	err = proj.PrepareShadow(ctx, conn, info.State.LastSeq, proj.PartitionsOf(eventlog.StoredPartitions(info.Config)))
+	var deferred []string
+	if err == nil {
+		deferred, err = proj.DropShadowIndexes(ctx, conn)
 	}
-	deferred, err := proj.DropShadowIndexes(ctx, conn)
 	if err != nil {
-		return nil, err
+		// Holding the lock, this is the latest rebuild: record its failure.
+		if rerr := proj.RecordStartFailure(context.WithoutCancel(ctx), conn, info.State.LastSeq, err); rerr != nil {
+			rb.log.Warn().Err(rerr).Str("projection", proj.Name).Msg("could not record the rebuild's failure")
+		}
+		return nil, fmt.Errorf("prepare the rebuild of %s: %w", proj.Name, err)
 	}
 	return &Rebuild{rb: rb, proj: proj, conn: conn, stream: stream, started: time.Now(), deferredIndexes: deferred,
 		adopting: adopting}, nil

@@ -42,7 +42,10 @@ func openMismatched(t *testing.T, cfg config.Config) *projections.StreamMismatch
 	if !errors.As(err, &mismatch) {
 		t.Fatalf("refused with %v, want a stream mismatch", err)
 	}
-	for _, want := range []string{mismatch.Recorded.String(), mismatch.Current.String(), projections.AdoptCommand, "TASKLEDGER_NATS_URL"} {
+	// The settings and the command of each way out are the CLI's to add
+	// (cmd/taskledger's hints); the refusal names both streams and both ways.
+	for _, want := range []string{mismatch.Recorded.String(), mismatch.Current.String(),
+		"point taskledger at the stream the database follows", "rebuild every projection from this stream"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("refusal %q does not say %q", err, want)
 		}
@@ -152,13 +155,21 @@ func TestStreamResetUnderARunningServiceStallsAndIsNotReady(t *testing.T) {
 		t.Fatalf("readyz before the reset: %d", status)
 	}
 
-	// A checkpoint ahead of the stream is never lag 0.
+	// A checkpoint ahead of the stream is never lag 0: not in the
+	// projection's lag, its partition's, the lag metric or Service.Lag.
 	if _, err := b.svc.Pool().Exec(context.Background(), "UPDATE completions_first.checkpoint SET last_seq = 10"); err != nil {
 		t.Fatal(err)
 	}
 	first := b.projectionView(t, "completions_first")
-	if first.State != "stalled" || first.Lag != nil || !strings.Contains(first.Reason, "reach sequence 10") {
+	if first.State != "stalled" || first.Lag != nil || !strings.Contains(first.Reason, "reach sequence 10") ||
+		len(first.Partitions) != 1 || first.Partitions[0].Lag != nil {
 		t.Errorf("checkpoint ahead of the stream: %+v", first)
+	}
+	if lag := b.scrape(t).value(t, "taskledger_projection_lag_events", "projection", "completions_first"); lag != 10 {
+		t.Errorf("lag metric with the checkpoint at 10 and the stream at 2: %v, want 10 (the checkpoint)", lag)
+	}
+	if lag, err := b.svc.Lag(context.Background()); err != nil || lag != 10 {
+		t.Errorf("Service.Lag with a checkpoint ahead of the stream: %d, %v; want 10", lag, err)
 	}
 	if status := getStatus(t, b.url+"/readyz"); status != http.StatusServiceUnavailable {
 		t.Errorf("readyz with a checkpoint ahead of the stream: %d, want 503", status)
@@ -176,18 +187,34 @@ func TestStreamResetUnderARunningServiceStallsAndIsNotReady(t *testing.T) {
 		DuplicateWindow: b.cfg.DuplicateWindow}); err != nil {
 		t.Fatal(err)
 	}
+	// The new stream is empty: a stalled projection's lag metric is still
+	// not 0, but the larger of its checkpoint and the stream's end.
+	checkOffStream := func(when string, lag float64) {
+		t.Helper()
+		s := b.scrape(t)
+		for _, p := range projections.Every {
+			v := b.projectionView(t, p.Name)
+			if v.State != "stalled" || v.Lag != nil || !strings.Contains(v.Reason, "the database follows stream") {
+				t.Errorf("%s %s: %+v", p.Name, when, v)
+			}
+			for _, part := range v.Partitions {
+				if part.Lag != nil {
+					t.Errorf("%s %s: partition %+v has a lag", p.Name, when, part)
+				}
+			}
+			if got := s.value(t, "taskledger_projection_lag_events", "projection", p.Name); got != lag {
+				t.Errorf("%s %s: lag metric %v, want %v", p.Name, when, got, lag)
+			}
+		}
+	}
+	checkOffStream("on the empty new stream", 2)
 	// Enough events that the new stream reaches past the old checkpoint.
 	for i, at := range []string{"2024-01-03T00:00:00Z", "2024-01-04T00:00:00Z", "2024-01-05T00:00:00Z"} {
 		if ack, err := b.js.Publish(ctx, b.cfg.SubjectPrefix+".s", []byte(completion("reset", at))); err != nil || ack.Sequence != uint64(i+1) {
 			t.Fatalf("publish into the new stream: %v, %v", ack, err)
 		}
 	}
-	for _, p := range projections.All {
-		v := b.projectionView(t, p.Name)
-		if v.State != "stalled" || v.Lag != nil || !strings.Contains(v.Reason, "the database follows stream") {
-			t.Errorf("%s after the reset: %+v", p.Name, v)
-		}
-	}
+	checkOffStream("after the reset", 3)
 	if status := getStatus(t, b.url+"/readyz"); status != http.StatusServiceUnavailable {
 		t.Errorf("readyz after the reset: %d, want 503", status)
 	}
@@ -222,10 +249,15 @@ func (b *bundle) projectionView(t *testing.T, name string) projectionDetail {
 // projectionDetail is a projection's status with its reason and latest
 // rebuild.
 type projectionDetail struct {
-	Name    string  `json:"name"`
-	Lag     *uint64 `json:"lag"`
-	State   string  `json:"state"`
-	Reason  string  `json:"reason"`
+	Name       string  `json:"name"`
+	Lag        *uint64 `json:"lag"`
+	State      string  `json:"state"`
+	Reason     string  `json:"reason"`
+	Partitions []struct {
+		Partition int     `json:"partition"`
+		LastSeq   uint64  `json:"last_seq"`
+		Lag       *uint64 `json:"lag"`
+	} `json:"partitions"`
 	Rebuild *struct {
 		Outcome    string     `json:"outcome"`
 		Error      string     `json:"error"`

@@ -72,6 +72,16 @@ func Checkpoint(ctx context.Context, db DB, schema string) (uint64, error) {
 	return uint64(seq), nil
 }
 
+// FurthestCheckpoint reads, without locking, the highest partition
+// checkpoint: how far any partition has applied.
+func FurthestCheckpoint(ctx context.Context, db DB, schema string) (uint64, error) {
+	var seq int64
+	if err := db.QueryRow(ctx, "SELECT max(last_seq) FROM "+table(schema, "checkpoint")).Scan(&seq); err != nil {
+		return 0, fmt.Errorf("read checkpoint of %s: %w", schema, err)
+	}
+	return uint64(seq), nil
+}
+
 // PartitionCheckpoint is one partition's checkpoint.
 type PartitionCheckpoint struct {
 	Partition int
@@ -98,9 +108,25 @@ func Partitions(ctx context.Context, db DB, schema string) ([]PartitionCheckpoin
 // kept for another partition count than the one configured.
 var ErrPartitionsChanged = errors.New("the projection's partition count differs")
 
+// PartitionsChangedError says a projection that has applied events keeps
+// another partition count than the one configured; only a rebuild of it
+// may change the count. It is ErrPartitionsChanged.
+type PartitionsChangedError struct {
+	Projection       string
+	Kept, Configured int
+}
+
+func (e *PartitionsChangedError) Error() string {
+	return fmt.Sprintf("%s: %s has %d partition(s) and %d are configured; changing the count needs a rebuild",
+		ErrPartitionsChanged, e.Projection, e.Kept, e.Configured)
+}
+
+// Is makes a *PartitionsChangedError match ErrPartitionsChanged.
+func (e *PartitionsChangedError) Is(target error) bool { return target == ErrPartitionsChanged }
+
 // EnsurePartitions makes the projection in schema keep n partition
 // checkpoints, in tx. A projection that has applied nothing yet is split
-// freely; one that has is refused with ErrPartitionsChanged, as only a
+// freely; one that has is refused with a *PartitionsChangedError, as only a
 // rebuild (which applies everything again) may change its count.
 func EnsurePartitions(ctx context.Context, tx DB, schema string, n int) error {
 	furthest, err := LockCheckpoint(ctx, tx, schema) // concurrent replicas wait here
@@ -112,9 +138,7 @@ func EnsurePartitions(ctx context.Context, tx DB, schema string, n int) error {
 		return err
 	}
 	if furthest > 0 {
-		return fmt.Errorf("%w: %s has %d partition(s) and %d are configured (TASKLEDGER_PARTITIONS); "+
-			"changing the count needs a rebuild: stop every replica, then run `taskledger replay --all`",
-			ErrPartitionsChanged, schema, len(cps), n)
+		return &PartitionsChangedError{Projection: schema, Kept: len(cps), Configured: n}
 	}
 	return SplitCheckpoint(ctx, tx, schema, n)
 }
@@ -134,19 +158,36 @@ func SplitCheckpoint(ctx context.Context, tx DB, schema string, n int) error {
 }
 
 // Behind is how many stream sequences a checkpoint is behind the stream's
-// last one.
+// last one; 0 when it is at or past it.
 func Behind(checkpoint, last uint64) uint64 { return last - min(checkpoint, last) }
 
-// Lag is how far the slowest projection is behind the stream's last
-// sequence.
+// OffStream is the lag to report for a projection whose checkpoints do not
+// count in the stream ending at last: one ahead of it (a reset stream) or
+// one that follows another stream, with furthest its highest checkpoint.
+// It is the larger of the two, so never 0 unless both are: every event of
+// this stream is unapplied, and a checkpoint ahead is at least that far off.
+func OffStream(furthest, last uint64) uint64 { return max(furthest, last) }
+
+// Lag is how far the projection furthest from the stream's last sequence
+// is from it: how many events the slowest is behind, or, for one with a
+// partition ahead of the stream, OffStream. It is 0 only when every
+// projection is at last.
 func Lag(ctx context.Context, db DB, last uint64) (uint64, error) {
 	var lag uint64
 	for _, p := range Every {
-		cp, err := Checkpoint(ctx, db, p.Name)
+		cps, err := Partitions(ctx, db, p.Name)
 		if err != nil {
 			return 0, err
 		}
-		lag = max(lag, Behind(cp, last))
+		lowest, furthest := last, uint64(0)
+		for _, c := range cps {
+			lowest, furthest = min(lowest, c.LastSeq), max(furthest, c.LastSeq)
+		}
+		if furthest > last {
+			lag = max(lag, OffStream(furthest, last))
+		} else {
+			lag = max(lag, Behind(lowest, last))
+		}
 	}
 	return lag, nil
 }

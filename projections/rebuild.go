@@ -96,6 +96,17 @@ func (p Projection) RecordFailure(ctx context.Context, db DB, cause error) error
 	return err
 }
 
+// RecordStartFailure notes that the rebuild of p, towards targetSeq,
+// failed with cause before it could replay anything (while preparing the
+// shadow), replacing whatever the previous rebuild recorded.
+func (p Projection) RecordStartFailure(ctx context.Context, db DB, targetSeq uint64, cause error) error {
+	_, err := db.Exec(ctx, `INSERT INTO projection_rebuilds (projection, target_seq, failed_at, error) VALUES ($1, $2, now(), $3)
+		ON CONFLICT (projection) DO UPDATE SET started_at = now(), updated_at = now(), applied_seq = 0,
+			target_seq = excluded.target_seq, finished_at = NULL, failed_at = now(), error = excluded.error`,
+		p.Name, int64(targetSeq), cause.Error())
+	return err
+}
+
 // LockLive locks the live checkpoint table against every other session and
 // returns the checkpoint; a live schema that was dropped counts as
 // checkpoint 0. The swap that follows drops the old tables, which needs

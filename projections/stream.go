@@ -26,14 +26,14 @@ func (id StreamIdentity) same(other StreamIdentity) bool {
 	return id.Name == other.Name && id.Created.Truncate(time.Microsecond).Equal(other.Created.Truncate(time.Microsecond))
 }
 
-// AdoptCommand is the command that rebuilds every projection from the
-// stream the service reaches and makes the database follow it.
-const AdoptCommand = "taskledger replay --adopt-stream"
-
 // StreamMismatchError says the database follows another stream than the one
-// the service reaches, or that its checkpoints are ahead of that stream.
+// the service reaches, or that its checkpoints are ahead of that stream. It
+// names both sides and the two ways out; which settings and command take
+// them is for the caller to tell.
 type StreamMismatchError struct {
-	Recorded   StreamIdentity // zero when nothing was recorded
+	Recorded StreamIdentity // zero when nothing was recorded
+	// Current is the stream reached; its Created is zero when no stream
+	// of that name exists (MissingStream).
 	Current    StreamIdentity
 	LastSeq    uint64 // the current stream's last sequence
 	Checkpoint uint64 // the highest projection checkpoint
@@ -45,13 +45,30 @@ func (e *StreamMismatchError) Error() string {
 		what = fmt.Sprintf("the projections' checkpoints reach sequence %d but stream %s ends at %d: the stream was reset or replaced",
 			e.Checkpoint, e.Current, e.LastSeq)
 	} else {
-		what = fmt.Sprintf("the database follows stream %s (checkpoints up to %d), but the stream here is %s (last sequence %d): "+
-			"a wiped data directory, another NATS server or another stream name",
-			e.Recorded, e.Checkpoint, e.Current, e.LastSeq)
+		here := fmt.Sprintf("the stream here is %s (last sequence %d)", e.Current, e.LastSeq)
+		if e.Current.Created.IsZero() {
+			here = "there is no stream " + e.Current.Name + " here"
+		}
+		what = fmt.Sprintf("the database follows stream %s (checkpoints up to %d), but %s: "+
+			"a wiped data directory, another NATS server or another stream name", e.Recorded, e.Checkpoint, here)
 	}
-	return what + ". Either point taskledger at the stream the database follows (TASKLEDGER_NATS_URL, " +
-		"TASKLEDGER_DATA_DIR, TASKLEDGER_STREAM), or rebuild every projection from this stream and make the " +
-		"database follow it: " + AdoptCommand
+	return what + ". Either point taskledger at the stream the database follows, or rebuild every projection " +
+		"from this stream and make the database follow it"
+}
+
+// MissingStream is the mismatch between the stream the database follows
+// and a stream named name that does not exist; nil when the database
+// records no stream.
+func MissingStream(ctx context.Context, db DB, name string) (*StreamMismatchError, error) {
+	checkpoint, err := highestCheckpoint(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	recorded, ok, err := RecordedStream(ctx, db)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return &StreamMismatchError{Recorded: recorded, Current: StreamIdentity{Name: name}, Checkpoint: checkpoint}, nil
 }
 
 // RecordedStream returns the stream the database follows; ok is false when
@@ -146,11 +163,13 @@ func highestCheckpoint(ctx context.Context, db DB) (uint64, error) {
 	return highest, nil
 }
 
-// liveCheckpoint reads p's checkpoint; a dropped live schema counts as 0.
+// liveCheckpoint reads the furthest of p's partition checkpoints: one
+// partition ahead of the stream is enough to be ahead. A dropped live
+// schema counts as 0.
 func liveCheckpoint(ctx context.Context, db DB, p Projection) (uint64, error) {
 	var exists bool
 	if err := db.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", table(p.Name, "checkpoint")).Scan(&exists); err != nil || !exists {
 		return 0, err
 	}
-	return Checkpoint(ctx, db, p.Name)
+	return FurthestCheckpoint(ctx, db, p.Name)
 }

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
+	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -213,7 +217,7 @@ func TestReplayCommand(t *testing.T) {
 	other.DeleteStreamOnCleanup(t, js)
 	elsewhere := append(slices.Clone(r.flags), "-stream", other.Stream, "-subject-prefix", r.cfg.SubjectPrefix+"x")
 	err := run(context.Background(), append([]string{"replay", "--projection", "completions_first"}, elsewhere...), io.Discard, io.Discard)
-	if err == nil || !strings.Contains(err.Error(), projections.AdoptCommand) ||
+	if err == nil || !strings.Contains(err.Error(), adoptCommand) ||
 		!strings.Contains(err.Error(), r.cfg.Stream+" created") || !strings.Contains(err.Error(), other.Stream+" created") {
 		t.Errorf("replay against another stream: %v", err)
 	}
@@ -226,6 +230,62 @@ func TestReplayCommand(t *testing.T) {
 	}
 	if rows := testenv.Rows(t, r.svc.Pool(), "SELECT * FROM completions_first.completions"); len(rows) != 0 {
 		t.Errorf("after adopting an empty stream: %v", rows)
+	}
+}
+
+// TestReplayAfterTheDataDirIsWiped follows the README's remedy for a
+// wiped data directory (`make clean`): replay of one projection refuses as
+// serve does, naming the stream the database follows, and writes nothing;
+// replay --adopt-stream rebuilds from a new, empty stream and makes the
+// database follow it; serve then starts.
+func TestReplayAfterTheDataDirIsWiped(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	cfg := config.Default()
+	cfg.DatabaseURL, cfg.DataDir, cfg.EmbeddedNATSAddr = testenv.NewDatabase(t), t.TempDir(), netip.AddrPort{}
+	cfg.NATSSync = config.SyncPolicy{Interval: time.Minute}
+	svc, err := service.Open(ctx, cfg, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.Start()
+	srv := httptest.NewServer(svc.Handler())
+	r := &running{svc: svc, url: srv.URL, cfg: cfg}
+	r.post(t, `{"event":"task.completed","task_id":"t1","completed_at":"2024-01-15T10:30:00Z"}`)
+	r.waitProjected(t)
+	followed := testenv.Rows(t, svc.Pool(), "SELECT stream_created FROM stream_identity")
+	srv.Close()
+	svc.Close(ctx)
+	if err := os.RemoveAll(cfg.DataDir); err != nil { // what `make clean` does
+		t.Fatal(err)
+	}
+
+	flags := []string{"-database-url", cfg.DatabaseURL, "-data-dir", cfg.DataDir, "-embedded-nats-addr", "",
+		"-nats-sync", "1m", "-log-level", "error"}
+	err = run(ctx, append([]string{"replay", "--projection", "completions_all"}, flags...), io.Discard, io.Discard)
+	for _, want := range []string{"data directory " + cfg.DataDir, "the database follows stream TASK_EVENTS created",
+		"(checkpoints up to 1), but there is no stream TASK_EVENTS here", "hint: ", "TASKLEDGER_DATA_DIR", adoptCommand} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("replay of a wiped data directory: %v, want it to say %q", err, want)
+		}
+	}
+	if _, err := os.Stat(cfg.DataDir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the refused replay wrote into the data directory: %v", err)
+	}
+
+	if err := run(ctx, append([]string{"replay", "--adopt-stream"}, flags...), io.Discard, io.Discard); err != nil {
+		t.Fatalf("replay --adopt-stream on the wiped data directory: %v", err)
+	}
+	served, err := service.Open(ctx, cfg, zerolog.Nop())
+	if err != nil {
+		t.Fatalf("serve after adopting the new stream: %v", err)
+	}
+	defer served.Close(ctx)
+	if now := testenv.Rows(t, served.Pool(), "SELECT stream_created FROM stream_identity"); reflect.DeepEqual(now, followed) {
+		t.Errorf("the database still follows the wiped stream %v", now)
+	}
+	if rows := testenv.Rows(t, served.Pool(), "SELECT * FROM completions_all.completions"); len(rows) != 0 {
+		t.Errorf("after adopting the empty stream: %v", rows)
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 
 	"github.com/taskledger/taskledger/consumers"
 	"github.com/taskledger/taskledger/eventlog"
+	"github.com/taskledger/taskledger/internal/config"
+	"github.com/taskledger/taskledger/internal/postgres"
 	"github.com/taskledger/taskledger/internal/service"
 	"github.com/taskledger/taskledger/projections"
 )
@@ -22,7 +24,10 @@ import (
 // projection, which is also how the partition count changes (the stream
 // then records the configured count, and every projection is split into
 // that many partitions); or, with --adopt-stream, every projection from a
-// stream the database does not follow yet, which it then follows.
+// stream the database does not follow yet, which it then follows (with the
+// embedded server, also from a data directory wiped of its stream: the
+// stream then starts empty). Offline on a data directory that holds no
+// stream, the other modes refuse and write nothing.
 func replay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var name string
 	var all, adopt bool
@@ -60,9 +65,8 @@ func replay(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		cfg.NATSURL = creds.URL(cfg.EmbeddedNATSAddr.String())
 	}
-	if cfg.NATSURL == "" && !service.HasStoredStream(cfg) {
-		return fmt.Errorf("data directory %s holds no stream %s: run replay where `taskledger serve` keeps its data "+
-			"(TASKLEDGER_DATA_DIR, --data-dir), or while the service runs", cfg.DataDir, cfg.Stream)
+	if cfg.NATSURL == "" && !adopt && !service.HasStoredStream(cfg) {
+		return missingStream(ctx, cfg)
 	}
 	var svc *service.Service
 	switch {
@@ -102,6 +106,29 @@ func replay(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return errors.New("replay interrupted; the live tables are untouched and the next replay starts clean")
 	}
 	return err
+}
+
+// missingStream is why replay refuses a data directory that holds no
+// stream, writing nothing into it: the stream the database follows is not
+// there (a wiped data directory), or, when the database follows none yet,
+// this is not where taskledger serve keeps its data.
+func missingStream(ctx context.Context, cfg config.Config) error {
+	pool, err := postgres.OpenMigrated(ctx, cfg.DatabaseURL)
+	if err != nil && !errors.Is(err, postgres.ErrNotMigrated) {
+		return err
+	}
+	if err == nil {
+		defer pool.Close()
+		mismatch, err := projections.MissingStream(ctx, pool, cfg.Stream)
+		if err != nil {
+			return err
+		}
+		if mismatch != nil {
+			return fmt.Errorf("data directory %s: %w", cfg.DataDir, mismatch)
+		}
+	}
+	return fmt.Errorf("data directory %s holds no stream %s: run replay where `taskledger serve` keeps its data "+
+		"(TASKLEDGER_DATA_DIR, --data-dir), or while the service runs", cfg.DataDir, cfg.Stream)
 }
 
 // rebuild rebuilds proj. A policy needs the key stage ahead of it: with no
