@@ -48,12 +48,20 @@ type RebuildStarter func(ctx context.Context, proj projections.Projection) error
 // no such dead letter.
 type DeadLetterRetrier func(ctx context.Context, id int64) (resolved bool, reason string, err error)
 
-// Options are what the API serves from. All but AdminToken are required.
+// Stalls reports, by projection name, why this process's consumers of it
+// cannot apply; a projection they apply is not listed.
+type Stalls func() map[string]string
+
+// Options are what the API serves from. All but AdminToken and Stalls are
+// required.
 type Options struct {
 	DB              projections.DB // the read models
 	Stream          Stream
 	StartRebuild    RebuildStarter
 	RetryDeadLetter DeadLetterRetrier
+	// Stalls, when set, tells projections stalled by their consumers'
+	// failures.
+	Stalls Stalls
 	// AdminToken guards the admin endpoints; empty refuses them.
 	AdminToken string
 }
@@ -167,6 +175,12 @@ type ProjectionView struct {
 	DeadLetters   int           `json:"dead_letters"`     // unresolved
 	State         string        `json:"state"`            // live, rebuilding or stalled
 	Reason        string        `json:"reason,omitempty"` // why it is stalled
+	// OffStream marks a projection stalled because its checkpoints are not
+	// positions in this stream (another stream, or ahead of this one):
+	// what /readyz refuses. A projection stalled by failures is not.
+	OffStream bool `json:"-"`
+	// FurthestCheckpoint is the highest of its partitions' checkpoints.
+	FurthestCheckpoint uint64 `json:"-"`
 	// Rebuild is the latest rebuild, if there was one.
 	Rebuild *RebuildView `json:"rebuild,omitempty"`
 	// Partitions are the projection's partitions (one when unpartitioned);
@@ -175,36 +189,45 @@ type ProjectionView struct {
 }
 
 // PartitionView is one partition of a projection: its checkpoint, the
-// sequence of its last event in the stream, the lag between the two (in
-// stream sequences), and whether a worker holds its lock.
+// sequence of its last event in the stream (the stream's last sequence
+// when the projection has one partition), the lag between the two (in
+// stream sequences; null, as the projection's, when a checkpoint is ahead
+// of the stream or counts in another), and whether a worker holds its lock.
 type PartitionView struct {
 	Partition  int       `json:"partition"`
 	Checkpoint uint64    `json:"checkpoint"`
 	LastSeq    uint64    `json:"last_seq"`
-	Lag        uint64    `json:"lag"`
+	Lag        *uint64   `json:"lag"`
 	Active     bool      `json:"active"`
 	UpdatedAt  time.Time `json:"updated_at"`
 }
 
-// partitions reads the partitions of p and their positions.
-func (a *API) partitions(ctx context.Context, p projections.Projection) ([]PartitionView, error) {
-	cps, err := projections.Partitions(ctx, a.DB, p.Name)
-	if err != nil {
-		return nil, err
-	}
+// partitions reads the positions of p's partitions, whose checkpoints cps
+// were read before the stream's last sequence streamLast; off the stream
+// (see ProjectionView.OffStream), their lags are unknown.
+func (a *API) partitions(ctx context.Context, p projections.Projection, cps []projections.PartitionCheckpoint,
+	streamLast uint64, offStream bool) ([]PartitionView, error) {
 	views := make([]PartitionView, len(cps))
 	for i, c := range cps {
-		last, err := a.Stream.PartitionLastSeq(ctx, c.Partition)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", errStreamPosition, err)
+		last := streamLast // the one partition holds every event
+		if len(cps) > 1 {
+			var err error
+			if last, err = a.Stream.PartitionLastSeq(ctx, c.Partition); err != nil {
+				return nil, fmt.Errorf("%w: %w", errStreamPosition, err)
+			}
 		}
 		worker := projections.Worker(p.Name, c.Partition, len(cps))
 		active, err := projections.ConsumerLockHeld(ctx, a.DB, worker)
 		if err != nil {
 			return nil, err
 		}
-		views[i] = PartitionView{Partition: c.Partition, Checkpoint: c.LastSeq, LastSeq: last,
-			Lag: last - min(c.LastSeq, last), Active: active, UpdatedAt: c.UpdatedAt}
+		views[i] = PartitionView{Partition: c.Partition, Checkpoint: c.LastSeq, LastSeq: last, Active: active, UpdatedAt: c.UpdatedAt}
+		if !offStream {
+			// An idle partition's checkpoint moves past its own last
+			// event, up to the stream's end: no lag.
+			lag := projections.Behind(c.LastSeq, last)
+			views[i].Lag = &lag
+		}
 	}
 	return views, nil
 }
@@ -262,13 +285,13 @@ func (a *API) projectionStatus(w http.ResponseWriter, r *http.Request) {
 func (a *API) Projections(ctx context.Context) ([]ProjectionView, error) {
 	// Checkpoints first, the stream's position after: while events flow, a
 	// checkpoint read first is never ahead of the last sequence.
-	checkpoints := make([]uint64, len(projections.Every))
+	checkpoints := make([][]projections.PartitionCheckpoint, len(projections.Every))
 	for i, p := range projections.Every {
-		cp, err := projections.Checkpoint(ctx, a.DB, p.Name)
+		cps, err := projections.Partitions(ctx, a.DB, p.Name)
 		if err != nil {
 			return nil, err
 		}
-		checkpoints[i] = cp
+		checkpoints[i] = cps
 	}
 	stream, err := a.Stream.StreamState(ctx)
 	if err != nil {
@@ -286,23 +309,38 @@ func (a *API) Projections(ctx context.Context) ([]ProjectionView, error) {
 	if err != nil {
 		return nil, err
 	}
+	var stalls map[string]string
+	if a.Stalls != nil {
+		stalls = a.Stalls()
+	}
 	views := []ProjectionView{}
 	for i, p := range projections.Every {
-		cp := checkpoints[i]
-		v := ProjectionView{Name: p.Name, Policy: p.Policy, Checkpoint: cp, StreamLastSeq: stream.LastSeq,
-			DeadLetters: dead[p.Name], State: "live"}
-		if mismatch := projections.CheckStream(recorded, stream.Identity, stream.LastSeq, cp); mismatch != nil {
-			v.State, v.Reason = "stalled", mismatch.Error()
-		} else if lag := projections.Behind(cp, stream.LastSeq); lag > 0 {
-			oldest, err := a.Stream.StoredAt(ctx, cp+1)
-			if err != nil {
-				return nil, fmt.Errorf("%w: %w", errStreamPosition, err)
+		var lowest, furthest uint64
+		for j, c := range checkpoints[i] {
+			if j == 0 || c.LastSeq < lowest {
+				lowest = c.LastSeq
 			}
-			v.Lag, v.LagSeconds = &lag, max(time.Since(oldest).Seconds(), 0)
-		} else {
-			v.Lag = &lag
+			furthest = max(furthest, c.LastSeq)
 		}
-		if v.Partitions, err = a.partitions(ctx, p); err != nil {
+		v := ProjectionView{Name: p.Name, Policy: p.Policy, Checkpoint: lowest, FurthestCheckpoint: furthest,
+			StreamLastSeq: stream.LastSeq, DeadLetters: dead[p.Name], State: "live"}
+		if mismatch := projections.CheckStream(recorded, stream.Identity, stream.LastSeq, furthest); mismatch != nil {
+			v.State, v.Reason, v.OffStream = "stalled", mismatch.Error(), true
+		} else {
+			lag := projections.Behind(lowest, stream.LastSeq)
+			v.Lag = &lag
+			if lag > 0 {
+				oldest, err := a.Stream.StoredAt(ctx, lowest+1)
+				if err != nil {
+					return nil, fmt.Errorf("%w: %w", errStreamPosition, err)
+				}
+				v.LagSeconds = max(time.Since(oldest).Seconds(), 0)
+			}
+			if reason, ok := stalls[p.Name]; ok {
+				v.State, v.Reason = "stalled", reason
+			}
+		}
+		if v.Partitions, err = a.partitions(ctx, p, checkpoints[i], stream.LastSeq, v.OffStream); err != nil {
 			return nil, err
 		}
 		if rb, ok := rebuilds[p.Name]; ok {

@@ -70,7 +70,28 @@ type Consumer struct {
 	// it beyond known, or 0: found again on the next idle pass, the reader
 	// has stalled. Used by Run's goroutine only.
 	undelivered uint64
+	// stall is why the consumer cannot apply, or nil while it can.
+	stall atomic.Pointer[Stall]
 }
+
+// Stall is why a consumer cannot apply: the error of its last attempt, or
+// the key stage it waits for, since when and after how many attempts.
+type Stall struct {
+	Reason   string
+	Since    time.Time
+	Attempts int
+}
+
+// stallAfter is how many failures in a row make a consumer stalled: one
+// failure is a hiccup, retried at once.
+const stallAfter = 3
+
+// Stalled returns why the consumer cannot apply, or nil when it applies
+// (or stands by for another replica). A consumer is stalled after
+// stallAfter failures in a row, or while the key stage it waits for has not
+// moved for keysPatience; it is no longer once it applies a batch, finds
+// nothing to apply, or stands by.
+func (c *Consumer) Stalled() *Stall { return c.stall.Load() }
 
 // New returns a consumer of proj.
 func New(proj projections.Projection, pool *pgxpool.Pool, js jetstream.JetStream, opts Options, log zerolog.Logger) *Consumer {
@@ -98,6 +119,9 @@ func (c *Consumer) Projection() string { return c.proj.Name }
 // Partition is the partition this consumer applies.
 func (c *Consumer) Partition() int { return c.opts.Partition }
 
+// Partitions is how many partitions the projection is split into.
+func (c *Consumer) Partitions() int { return c.opts.Partitions }
+
 // Active reports whether this consumer holds the lock and is applying.
 func (c *Consumer) Active() bool { return c.active.Load() }
 
@@ -116,6 +140,9 @@ func (c *Consumer) Run(ctx context.Context) {
 			c.log.Info().Msg("another replica joined; handing this partition over")
 		} else {
 			out.failed(c.log, err)
+			if out.attempts >= stallAfter {
+				c.stall.Store(&Stall{Reason: err.Error(), Since: out.since, Attempts: out.attempts})
+			}
 			c.opts.Metrics.ConsumerRestarted(c.proj.Name)
 			pause = out.backoff()
 		}
@@ -135,7 +162,7 @@ func (c *Consumer) runActive(ctx context.Context, out *outage) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if err := c.waitForLock(ctx, conn); err != nil {
+	if err := c.waitForLock(ctx, conn, out); err != nil {
 		return err
 	}
 	handedOver := false
@@ -161,7 +188,6 @@ func (c *Consumer) runActive(ctx context.Context, out *outage) error {
 		return err
 	}
 	defer reader.Close()
-	out.recovered(c.log)
 	c.log.Info().Uint64("checkpoint", checkpoint).Msg("consumer active")
 
 	for ctx.Err() == nil {
@@ -181,10 +207,11 @@ func (c *Consumer) runActive(ctx context.Context, out *outage) error {
 			if err := c.passIdle(ctx, conn); err != nil {
 				return err
 			}
+			c.recovered(out)
 			continue
 		}
 		if c.proj.WaitsForKeys() {
-			if err := waitForKeys(ctx, conn, batch.Entries[len(batch.Entries)-1].Message.Seq, 0); err != nil {
+			if err := c.awaitKeys(ctx, conn, batch.Entries[len(batch.Entries)-1].Message.Seq); err != nil {
 				return err
 			}
 		}
@@ -195,9 +222,36 @@ func (c *Consumer) runActive(ctx context.Context, out *outage) error {
 		if err != nil {
 			return err
 		}
-		out.recovered(c.log)
+		c.recovered(out)
 	}
 	return nil
+}
+
+// recovered ends an outage and a stall: the consumer applies again.
+func (c *Consumer) recovered(out *outage) {
+	out.recovered(c.log)
+	c.stall.Store(nil)
+}
+
+// awaitKeys waits until the key stage has applied the stream through seq.
+// While the key stage does not move for keysPatience, the consumer shows as
+// stalled, waiting for it.
+func (c *Consumer) awaitKeys(ctx context.Context, conn *pgx.Conn, seq uint64) error {
+	err := waitForKeys(ctx, conn, seq, keysPatience)
+	if !errors.Is(err, ErrKeysBehind) {
+		return err
+	}
+	keys, err := projections.Checkpoint(ctx, conn, projections.EventKeys.Name)
+	if err != nil {
+		return err
+	}
+	stall := &Stall{Reason: fmt.Sprintf("waiting for the key stage %s, which has not moved for %s: "+
+		"it is at sequence %d, the next batch needs %d", projections.EventKeys.Name, keysPatience, keys, seq),
+		Since: time.Now().Add(-keysPatience)}
+	c.stall.Store(stall)
+	err = waitForKeys(ctx, conn, seq, 0)
+	c.stall.CompareAndSwap(stall, nil)
+	return err
 }
 
 // drainContext is ctx without its cancellation, so that work begun before
@@ -245,8 +299,9 @@ func connectProjectionSession(ctx context.Context, pool *pgxpool.Pool, name stri
 var errHandOver = errors.New("partition handed over")
 
 // waitForLock takes the worker's lock once this replica's share allows it
-// and no other replica holds it.
-func (c *Consumer) waitForLock(ctx context.Context, conn *pgx.Conn) error {
+// and no other replica holds it. Standing by ends an outage: the database
+// answers, and another replica applies the partition.
+func (c *Consumer) waitForLock(ctx context.Context, conn *pgx.Conn, out *outage) error {
 	announced := false
 	for {
 		locked, err := c.tryLock(ctx, conn)
@@ -254,6 +309,7 @@ func (c *Consumer) waitForLock(ctx context.Context, conn *pgx.Conn) error {
 			return err
 		}
 		if !announced {
+			c.recovered(out)
 			c.log.Info().Msg("another replica is applying this partition, or this replica has its share; standing by")
 			announced = true
 		}

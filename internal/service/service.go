@@ -148,7 +148,7 @@ func open(ctx context.Context, cfg config.Config, log zerolog.Logger, o options)
 		RetryDeadLetter: func(ctx context.Context, id int64) (bool, string, error) {
 			return consumers.RetryDeadLetter(ctx, s.pool, id)
 		},
-		AdminToken: cfg.AdminToken}, log)
+		Stalls: s.stalls, AdminToken: cfg.AdminToken}, log)
 	if err != nil {
 		return nil, err
 	}
@@ -398,8 +398,9 @@ func (s *Service) projectionStatus(ctx context.Context) ([]metrics.ProjectionSta
 	}
 	out := make([]metrics.ProjectionStatus, 0, len(views))
 	for _, v := range views {
-		// A stalled projection has applied none of this stream's events.
-		lag := v.StreamLastSeq
+		// Off the stream, the lag in events is no count of this stream's
+		// events, but must not read 0 for an alert.
+		lag := projections.OffStream(v.FurthestCheckpoint, v.StreamLastSeq)
 		if v.Lag != nil {
 			lag = *v.Lag
 		}
@@ -416,8 +417,9 @@ func (s *Service) projectionStatus(ctx context.Context) ([]metrics.ProjectionSta
 	return out, nil
 }
 
-// ready answers 200 when NATS and the stream answer, Postgres answers and
-// every embedded migration is applied; 503 naming each problem otherwise.
+// ready answers 200 when NATS and the stream answer, Postgres answers,
+// every embedded migration is applied and every projection follows this
+// stream (see streamCheck); 503 naming each problem otherwise.
 func (s *Service) ready(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
@@ -443,18 +445,46 @@ func (s *Service) ready(w http.ResponseWriter, r *http.Request) {
 }
 
 // streamCheck is "ok" when every projection follows the stream this
-// service reaches, else why not.
+// service reaches, else why not. A projection stalled by its consumer's
+// failures does not fail it: those are retried, and a replica that is
+// ready for ingest and queries should not flap with a database hiccup.
 func (s *Service) streamCheck(ctx context.Context) string {
 	views, err := s.api.Projections(ctx)
 	if err != nil {
 		return err.Error()
 	}
 	for _, v := range views {
-		if v.State == "stalled" {
+		if v.OffStream {
 			return v.Name + ": " + v.Reason
 		}
 	}
 	return "ok"
+}
+
+// stalls tells, by projection, why this replica's consumers of it cannot
+// apply: each stalled partition's last error, since when and after how many
+// attempts.
+func (s *Service) stalls() map[string]string {
+	out := map[string]string{}
+	for _, c := range s.consumers {
+		st := c.Stalled()
+		if st == nil {
+			continue
+		}
+		reason := fmt.Sprintf("cannot apply since %s", st.Since.UTC().Format(time.RFC3339))
+		if st.Attempts > 0 {
+			reason += fmt.Sprintf(" (%d attempts)", st.Attempts)
+		}
+		reason += ": " + st.Reason
+		if parts := c.Partitions(); parts > 1 {
+			reason = fmt.Sprintf("partition %d of %d %s", c.Partition(), parts, reason)
+		}
+		if prev, ok := out[c.Projection()]; ok {
+			reason = prev + "; " + reason
+		}
+		out[c.Projection()] = reason
+	}
+	return out
 }
 
 // JetStream is the service's JetStream handle.
@@ -521,7 +551,9 @@ func (s *Service) StoredAt(ctx context.Context, seq uint64) (time.Time, error) {
 	return m.Time, nil
 }
 
-// Lag is how many events the slowest projection is behind the stream.
+// Lag is how many events the slowest projection is behind the stream; a
+// checkpoint ahead of the stream counts as projections.OffStream, so 0
+// means every projection is caught up.
 func (s *Service) Lag(ctx context.Context) (uint64, error) {
 	last, err := s.StreamLastSeq(ctx)
 	if err != nil {
