@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -199,6 +200,10 @@ func TestInterruptedRebuildLeavesLiveTablesAndRerunSucceeds(t *testing.T) {
 	if b.projectionState(t, p.Name) != "live" {
 		t.Error("a dead rebuild still shows as rebuilding")
 	}
+	if v := b.projectionView(t, p.Name); v.Rebuild == nil || v.Rebuild.Outcome != "failed" || v.Rebuild.FailedAt == nil ||
+		!strings.Contains(v.Rebuild.Error, context.Canceled.Error()) {
+		t.Errorf("the interrupted rebuild's outcome: %+v, want failed with its error", v.Rebuild)
+	}
 	rb, err = rebuilder.Start(context.Background(), p)
 	if err != nil {
 		t.Fatalf("re-run refused: %v", err)
@@ -216,6 +221,53 @@ func TestInterruptedRebuildLeavesLiveTablesAndRerunSucceeds(t *testing.T) {
 	if rows := testenv.Rows(t, b.svc.Pool(), "SELECT nspname FROM pg_namespace WHERE nspname LIKE '%_rebuild' OR nspname LIKE '%_retired'"); len(rows) != 0 {
 		t.Errorf("leftover schemas %v", rows)
 	}
+}
+
+// TestRebuildThatFailsToStartIsRecorded: a rebuild whose preparation fails
+// (here the database refuses to record its start) shows as failed with the
+// error, not as the previous rebuild's finished outcome; the next rebuild
+// that can start finishes.
+func TestRebuildThatFailsToStartIsRecorded(t *testing.T) {
+	t.Parallel()
+	b := setupRunning(t, func(c *config.Config) { c.AdminToken = adminToken })
+	b.waitApplied(t, b.accept(t, completion("prepare", "2024-01-01T00:00:00Z")))
+	p := projections.All[0]
+	rebuild := func() {
+		t.Helper()
+		rb, err := b.svc.StartRebuild(context.Background(), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rb.Run(context.Background(), func(consumers.Progress) {}); err != nil {
+			t.Fatal(err)
+		}
+		if v := b.projectionView(t, p.Name); v.Rebuild == nil || v.Rebuild.Outcome != "finished" || v.Rebuild.Error != "" {
+			t.Fatalf("after a rebuild: %+v", v.Rebuild)
+		}
+	}
+	rebuild()
+
+	exec := func(sql string) {
+		t.Helper()
+		if _, err := b.svc.Pool().Exec(context.Background(), sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec(`CREATE FUNCTION refuse_rebuild_start() RETURNS trigger LANGUAGE plpgsql AS
+		$$ BEGIN RAISE EXCEPTION 'rebuild start refused by the test'; END $$`)
+	exec(`CREATE TRIGGER refuse_start BEFORE INSERT OR UPDATE ON projection_rebuilds
+		FOR EACH ROW WHEN (NEW.failed_at IS NULL AND NEW.finished_at IS NULL) EXECUTE FUNCTION refuse_rebuild_start()`)
+	if r := b.adminPost(t, "/v1/projections/"+p.Name+"/rebuild", adminToken); r.Status != http.StatusInternalServerError {
+		t.Errorf("rebuild that cannot start: %+v, want 500", r)
+	}
+	v := b.projectionView(t, p.Name)
+	if v.State != "live" || v.Rebuild == nil || v.Rebuild.Outcome != "failed" || v.Rebuild.FailedAt == nil ||
+		v.Rebuild.FinishedAt != nil || !strings.Contains(v.Rebuild.Error, "rebuild start refused by the test") {
+		t.Errorf("after a rebuild that failed to start: %+v %+v, want live with the rebuild failed and its error", v, v.Rebuild)
+	}
+
+	exec(`DROP TRIGGER refuse_start ON projection_rebuilds`)
+	rebuild()
 }
 
 func TestSecondRebuildIsRefused(t *testing.T) {
