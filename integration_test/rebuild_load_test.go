@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/taskledger/taskledger/consumers"
+	"github.com/taskledger/taskledger/domain"
 	"github.com/taskledger/taskledger/internal/config"
 	"github.com/taskledger/taskledger/internal/testenv"
 	"github.com/taskledger/taskledger/projections"
@@ -18,13 +19,16 @@ import (
 
 // TestRebuildsUnderSteadyTrafficSwapAndMatchTheModel rebuilds every
 // projection, the key stage first, one after the other while webhooks keep
-// arriving at a steady rate and queries keep asking: every rebuild must
-// finish and swap, no transaction may be aborted by a deadlock, every query
-// must answer, and the projections must end equal to what was sent.
+// arriving at a steady rate and queries keep asking: webhooks must arrive
+// during every rebuild, every rebuild must finish and swap, no transaction
+// may be aborted by a deadlock, every query must answer, and every
+// projection must end equal to what was sent.
 func TestRebuildsUnderSteadyTrafficSwapAndMatchTheModel(t *testing.T) {
 	t.Parallel()
 	b := setupRunning(t, nil)
-	bodies, _ := shuffledCompletions("load", 50, 80, 11)
+	// Far more than can be sent while the rebuilds run (one every 2 ms),
+	// so that traffic never ends before the last swap.
+	bodies, _ := shuffledCompletions("load", 50, 400, 11)
 	// Some history before the first rebuild.
 	b.ingest(t, bodies[:1000])
 
@@ -61,6 +65,7 @@ func TestRebuildsUnderSteadyTrafficSwapAndMatchTheModel(t *testing.T) {
 	})
 
 	for _, p := range projections.Every {
+		before := sent.Load()
 		rb, err := b.svc.StartRebuild(context.Background(), p)
 		if err != nil {
 			t.Fatalf("start rebuild of %s: %v", p.Name, err)
@@ -71,12 +76,15 @@ func TestRebuildsUnderSteadyTrafficSwapAndMatchTheModel(t *testing.T) {
 		if v := b.projectionView(t, p.Name); v.Rebuild == nil || v.Rebuild.Outcome != "finished" {
 			t.Errorf("%s after its rebuild: %+v", p.Name, v)
 		}
+		if after := sent.Load(); after == before {
+			t.Errorf("no webhook arrived while %s was rebuilt", p.Name)
+		}
+	}
+	if n := sent.Load(); n >= int64(len(bodies)) {
+		t.Errorf("all %d webhooks were sent before the last rebuild swapped: it ran without traffic", n)
 	}
 	stop()
 	traffic.Wait()
-	if n := sent.Load(); n >= int64(len(bodies)) {
-		t.Logf("all %d webhooks were sent before the last rebuild finished", n)
-	}
 	for _, f := range failures {
 		t.Error(f)
 	}
@@ -87,8 +95,45 @@ func TestRebuildsUnderSteadyTrafficSwapAndMatchTheModel(t *testing.T) {
 		want[task] = append(want[task], at)
 	}
 	b.checkProjectedExactlyOnce(t, want)
+	b.checkFirstAndLatest(t, want)
 	if rows := testenv.Rows(t, b.svc.Pool(), "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"); rows[0][0] != int64(0) {
 		t.Errorf("%v deadlocks in the test's database", rows[0][0])
+	}
+}
+
+// checkFirstAndLatest compares completions_first and completions_latest
+// with the model: per task, the completion with the lowest and the highest
+// (completed_at, stream_seq), as completions_all holds it. Reopens would
+// change neither (they only mark the task reopened); want holds none, and
+// its times are distinct per task, so completed_at alone decides.
+func (b *bundle) checkFirstAndLatest(t *testing.T, want ledger) {
+	t.Helper()
+	all := map[string]int64{} // "task completed_at" -> stream_seq
+	for _, r := range testenv.Rows(t, b.svc.Pool(), "SELECT task_id, completed_at, stream_seq FROM completions_all.completions") {
+		all[r[0].(string)+" "+r[1].(time.Time).UTC().Format(time.RFC3339)] = r[2].(int64)
+	}
+	for _, p := range []projections.Projection{projections.ForPolicy(domain.PolicyFirst), projections.ForPolicy(domain.PolicyLatest)} {
+		got := map[string]string{}
+		for _, r := range testenv.Rows(t, b.svc.Pool(), "SELECT task_id, completed_at, stream_seq FROM "+p.Name+".completions") {
+			at := r[1].(time.Time).UTC().Format(time.RFC3339)
+			got[r[0].(string)] = at
+			if seq, ok := all[r[0].(string)+" "+at]; !ok || seq != r[2].(int64) {
+				t.Errorf("%s holds %s %s at seq %d; completions_all has it at %d (found %v)", p.Name, r[0], at, r[2], seq, ok)
+			}
+		}
+		if len(got) != len(want) {
+			t.Errorf("%s holds %d tasks, want %d", p.Name, len(got), len(want))
+		}
+		for task := range want {
+			times := want.times(task)
+			w := times[0]
+			if p.Policy == domain.PolicyLatest {
+				w = times[len(times)-1]
+			}
+			if got[task] != w {
+				t.Errorf("%s of %s: %q, want %q", p.Name, task, got[task], w)
+			}
+		}
 	}
 }
 
