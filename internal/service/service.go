@@ -311,8 +311,12 @@ func (s *Service) startEmbedded() (err error) {
 		return err
 	}
 	s.creds = &creds
-	s.embedded, err = eventlog.StartServer(eventlog.ServerOptions{StoreDir: dir, Port: int(s.cfg.EmbeddedNATSAddr.Port()),
-		SyncAlways: s.cfg.NATSSync.Always, SyncInterval: s.cfg.NATSSync.Interval, Credentials: s.creds})
+	opts := eventlog.ServerOptions{StoreDir: dir, SyncAlways: s.cfg.NATSSync.Always,
+		SyncInterval: s.cfg.NATSSync.Interval, Credentials: s.creds}
+	if addr := s.cfg.EmbeddedNATSAddr; addr.IsValid() {
+		opts.Host, opts.Port = addr.Addr().String(), int(addr.Port())
+	}
+	s.embedded, err = eventlog.StartServer(opts)
 	if err != nil {
 		return err
 	}
