@@ -88,6 +88,29 @@ func RecordedStream(ctx context.Context, db DB) (id StreamIdentity, ok bool, err
 // sequence.
 type StreamPosition func(context.Context) (StreamIdentity, uint64, error)
 
+// FollowsStream is VerifyStream without recording anything: it returns a
+// *StreamMismatchError when the database follows another stream than the
+// one position reads, or a checkpoint is ahead of that stream's end. It
+// costs one stream position and a query per stage, for readiness probes.
+func FollowsStream(ctx context.Context, db DB, position StreamPosition) error {
+	checkpoint, err := highestCheckpoint(ctx, db)
+	if err != nil {
+		return err
+	}
+	current, lastSeq, err := position(ctx)
+	if err != nil {
+		return err
+	}
+	recorded, _, err := RecordedStream(ctx, db)
+	if err != nil {
+		return err
+	}
+	if mismatch := CheckStream(recorded, current, lastSeq, checkpoint); mismatch != nil {
+		return mismatch
+	}
+	return nil
+}
+
 // VerifyStream checks that the database follows the stream position reads,
 // and that no checkpoint is ahead of its last sequence. The first service to
 // start on a database records that stream, unless the checkpoints already

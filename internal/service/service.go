@@ -449,18 +449,13 @@ func (s *Service) ready(w http.ResponseWriter, r *http.Request) {
 }
 
 // streamCheck is "ok" when every projection follows the stream this
-// service reaches, else why not. A projection stalled by its consumer's
+// service reaches, else why not. It reads only what that takes, so a probe
+// stays cheap on a busy replica. A projection stalled by its consumer's
 // failures does not fail it: those are retried, and a replica that is
 // ready for ingest and queries should not flap with a database hiccup.
 func (s *Service) streamCheck(ctx context.Context) string {
-	views, err := s.api.Projections(ctx)
-	if err != nil {
+	if err := projections.FollowsStream(ctx, s.pool, s.streamPosition); err != nil {
 		return err.Error()
-	}
-	for _, v := range views {
-		if v.OffStream {
-			return v.Name + ": " + v.Reason
-		}
 	}
 	return "ok"
 }
@@ -512,13 +507,17 @@ func (s *Service) StreamState(ctx context.Context) (api.StreamState, error) {
 // verifyStream checks that the database follows the stream this service
 // reaches, recording it on first start.
 func (s *Service) verifyStream(ctx context.Context) error {
-	return projections.VerifyStream(ctx, s.pool, func(ctx context.Context) (projections.StreamIdentity, uint64, error) {
-		st, err := s.StreamState(ctx)
-		if err != nil {
-			return st.Identity, 0, fmt.Errorf("read stream %s: %w", s.cfg.Stream, err)
-		}
-		return st.Identity, st.LastSeq, nil
-	})
+	return projections.VerifyStream(ctx, s.pool, s.streamPosition)
+}
+
+// streamPosition is the event stream's identity and last sequence, as
+// projections.StreamPosition reads them.
+func (s *Service) streamPosition(ctx context.Context) (projections.StreamIdentity, uint64, error) {
+	st, err := s.StreamState(ctx)
+	if err != nil {
+		return st.Identity, 0, fmt.Errorf("read stream %s: %w", s.cfg.Stream, err)
+	}
+	return st.Identity, st.LastSeq, nil
 }
 
 // AdoptStream rebuilds every projection from the stream this service
