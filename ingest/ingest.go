@@ -85,7 +85,7 @@ var forwardedHeaders = []string{"Content-Type", "User-Agent", "Idempotency-Key",
 	"Webhook-Id", "Webhook-Timestamp", "X-Request-Id"}
 
 // MaxStoredHeaderBytes bounds each stored request header's value (431
-// over it). With at most nine stored headers, the stored headers stay far
+// over it). With at most eight stored headers, the stored headers stay far
 // below JetStream's 64 KiB header limit, so only the body and headers
 // together against the server's max_payload can refuse a message (413).
 const MaxStoredHeaderBytes = 4096

@@ -7,11 +7,13 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/taskledger/taskledger/internal/config"
 	"github.com/taskledger/taskledger/internal/testenv"
 )
 
@@ -236,5 +238,19 @@ func TestConfigProblemsAreOneLineEach(t *testing.T) {
 		`--stream-replicas (TASKLEDGER_STREAM_REPLICAS): 2: want 1, 3 or 5 (an even count adds no fault tolerance)`
 	if err.Error() != want {
 		t.Errorf("error:\n%v\nwant:\n%s", err, want)
+	}
+}
+
+func TestBoundHeapFollowsTheBudgetUnlessGOMEMLIMITIsSet(t *testing.T) {
+	before := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(before) })
+	cfg := config.Default()
+	if limit, set := boundHeap(cfg); !set || limit != 4*cfg.MaxInflightBytes || debug.SetMemoryLimit(-1) != limit {
+		t.Errorf("boundHeap = %d, %v; want the limit set to %d", limit, set, 4*cfg.MaxInflightBytes)
+	}
+	debug.SetMemoryLimit(before)
+	t.Setenv("GOMEMLIMIT", "1GiB")
+	if _, set := boundHeap(cfg); set || debug.SetMemoryLimit(-1) != before {
+		t.Error("boundHeap changed the limit although GOMEMLIMIT sets one")
 	}
 }

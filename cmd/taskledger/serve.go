@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -27,6 +29,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // serveConfig is serve with its configuration loaded.
 func serveConfig(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
+	if limit, set := boundHeap(cfg); set {
+		log.Debug().Int64("memory_limit_bytes", limit).Msg("soft memory limit set from the in-flight budget")
+	}
 	svc, err := service.Open(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -83,4 +88,18 @@ func closeWithin(svc *service.Service, timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	_ = svc.Close(ctx) // the command's own result is what it reports
+}
+
+// boundHeap sets the Go runtime's soft memory limit to four times the
+// in-flight budget, unless GOMEMLIMIT sets one: the budget bounds the bodies
+// live at once, and the limit has the collector reclaim their copies before
+// the heap doubles past them, so a flood of large bodies stays within a few
+// hundred MB. It reports the limit and whether it set it.
+func boundHeap(cfg config.Config) (int64, bool) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return debug.SetMemoryLimit(-1), false
+	}
+	limit := 4 * cfg.MaxInflightBytes
+	debug.SetMemoryLimit(limit)
+	return limit, true
 }

@@ -118,6 +118,16 @@ func (p *Process) exited() bool {
 	}
 }
 
+// Pid is the process id of the running process; 0 when it is not running.
+func (p *Process) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
 // Log is the process's output so far.
 func (p *Process) Log() string {
 	b, _ := os.ReadFile(p.log)
