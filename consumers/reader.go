@@ -102,7 +102,15 @@ func OpenReader(ctx context.Context, js jetstream.JetStream, opts ReadOptions, s
 	if err != nil {
 		return nil, fmt.Errorf("read stream %s from seq %d: %w", opts.Stream, startSeq, err)
 	}
-	iter, err := cons.Messages(jetstream.PullMaxBytes(readAhead(opts, js.Conn().MaxPayload())))
+	// Each pull asks for up to readAheadCount events and readAhead bytes,
+	// and the next pull goes out only once the last one's events are all
+	// taken: so the library holds at most one pull's bytes, in a channel
+	// of readAheadCount slots. (Bounded by bytes alone it keeps a channel
+	// of a million slots; the default threshold, half the count, would let
+	// pulls of a few large events follow each other until hundreds of them
+	// wait.)
+	iter, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(readAheadCount(opts), readAhead(opts, js.Conn().MaxPayload())),
+		jetstream.PullThresholdMessages(1))
 	if err != nil {
 		return nil, fmt.Errorf("read stream %s from seq %d: %w", opts.Stream, startSeq, err)
 	}
@@ -112,17 +120,18 @@ func OpenReader(ctx context.Context, js jetstream.JetStream, opts ReadOptions, s
 	return r, nil
 }
 
-// readAhead is how many bytes the library may hold for a reader: a batch's
-// worth, and at least twice the largest message the server delivers, so
-// that each pull it sends (for at least half of this) has room for one.
-// Bounded by bytes alone, the library counts messages up to a million, and
-// so keeps a channel of a million slots (8 MB of address space, resident as
-// far as events have gone through it); bounded by count, a reader of large
-// events would hold that count of them.
+// readAhead is how many bytes one pull may bring a reader: a batch's worth,
+// and at least twice the largest message the server delivers, so that a
+// pull always has room for one.
 func readAhead(opts ReadOptions, maxPayload int64) int {
 	const delivery = 4 << 10 // a delivered message's subject and reply
 	return max(opts.MaxBytes, 2*(int(maxPayload)+delivery))
 }
+
+// readAheadCount is how many events one pull may bring a reader: two
+// batches, so that small events keep a batch filling while the next pull
+// is under way.
+func readAheadCount(opts ReadOptions) int { return max(2*opts.MaxCount, 1000) }
 
 // Next returns the next batch, or an empty one when no event came within
 // ReadOptions.Wait. After an error the reader is finished: close it and
