@@ -283,10 +283,17 @@ func drainContext(ctx context.Context, timeout time.Duration) (context.Context, 
 // the consumer replays it from the checkpoint that survived. Nothing outside
 // the database learns of a commit (no acknowledgement is sent), so nothing
 // can run ahead of what was lost.
+//
+// Its statements are planned at each execution (plan_cache_mode
+// force_custom_plan): a session starts on tables that may be empty, a
+// catch-up or a rebuild fills them within seconds, and a plan cached at
+// the start (a sequential scan, say) would stay until autovacuum next
+// analyzes them. Planning costs little beside a batch's writes.
 func connectProjectionSession(ctx context.Context, pool *pgxpool.Pool, name string) (*pgx.Conn, error) {
 	cfg := pool.Config().ConnConfig.Copy()
 	cfg.RuntimeParams["application_name"] = name
 	cfg.RuntimeParams["synchronous_commit"] = "off"
+	cfg.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to Postgres: %w", err)

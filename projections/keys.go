@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/taskledger/taskledger/domain"
 )
 
@@ -101,9 +103,16 @@ func (p Projection) applyKeys(ctx context.Context, tx DB, schema string, entries
 }
 
 // Originals returns the originals of keys stored at or after since, by key.
+//
+// The query is planned anew for each call, with the keys at hand: a plan
+// prepared once, while the table was small, would go on scanning it whole
+// and comparing every row with every key as it grows. It looks the keys up
+// by the primary key and filters by time here: with the time in the query,
+// the planner may prefer the stored_at index over every key within the
+// retention.
 func Originals(ctx context.Context, db DB, schema string, keys []string, since time.Time) (map[string]Original, error) {
 	rows, err := db.Query(ctx, "SELECT dedup_key, stream_seq, body_digest, stored_at FROM "+table(schema, "keys")+
-		" WHERE dedup_key = ANY($1) AND stored_at >= $2", keys, since)
+		" WHERE dedup_key = ANY($1)", pgx.QueryExecModeExec, keys)
 	if err != nil {
 		return nil, fmt.Errorf("read dedup keys: %w", err)
 	}
@@ -114,6 +123,9 @@ func Originals(ctx context.Context, db DB, schema string, keys []string, since t
 		var seq int64
 		if err := rows.Scan(&o.Key, &seq, &o.Digest, &o.StoredAt); err != nil {
 			return nil, fmt.Errorf("read dedup keys: %w", err)
+		}
+		if o.StoredAt.Before(since) {
+			continue
 		}
 		o.Seq = uint64(seq)
 		out[o.Key] = o
