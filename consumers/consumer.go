@@ -28,9 +28,10 @@ type Options struct {
 	// Partition of Partitions is the part of the projection this consumer
 	// applies; Partitions 0 or 1 means the whole projection.
 	Partition, Partitions int
-	// Position tells where the partition's events end, to move an idle
-	// partition's checkpoint past other partitions' events. Needed when
-	// Partitions > 1.
+	// Position tells where the stream and the partition's events end, to
+	// notice a stalled reader and to move an idle partition's checkpoint
+	// past other partitions' events. Needed when Partitions > 1; nil reads
+	// the stream's end only.
 	Position Position
 	// Share, when set, limits this replica to its fair share of the
 	// partitions; nil takes every free one.
@@ -101,6 +102,9 @@ func New(proj projections.Projection, pool *pgxpool.Pool, js jetstream.JetStream
 	}
 	proj.KeyRetention = opts.DedupRetention
 	opts.Partitions = max(opts.Partitions, 1)
+	if opts.Position == nil {
+		opts.Position = streamEnd{js: js, stream: opts.Stream}
+	}
 	worker := projections.Worker(proj.Name, opts.Partition, opts.Partitions)
 	l := log.With().Str("projection", proj.Name)
 	if opts.Partitions > 1 {
@@ -392,6 +396,29 @@ func (c *Consumer) passIdle(ctx context.Context, conn *pgx.Conn) error {
 		c.known = max(c.known, end)
 	}
 	return err
+}
+
+// streamEnd is the Position of a projection in one partition: it reads
+// the stream's last sequence, and has no partitions.
+type streamEnd struct {
+	js     jetstream.JetStream
+	stream string
+}
+
+func (e streamEnd) LastSeq(ctx context.Context) (uint64, error) {
+	s, err := e.js.Stream(ctx, e.stream)
+	if err != nil {
+		return 0, fmt.Errorf("read stream %s: %w", e.stream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("read stream %s: %w", e.stream, err)
+	}
+	return info.State.LastSeq, nil
+}
+
+func (e streamEnd) PartitionLastSeq(context.Context, int) (uint64, error) {
+	return 0, errors.New("consumers: Options.Position is required with partitions")
 }
 
 // errReaderStalled reports a reader that delivers nothing while the

@@ -40,8 +40,11 @@ func TestDrainContextOutlivesShutdownBriefly(t *testing.T) {
 func TestZeroOptionsTakeDefaults(t *testing.T) {
 	t.Parallel()
 	c := New(projections.Every[0], nil, nil, Options{ReadOptions: ReadOptions{Stream: "S"}}, zerolog.Nop())
-	if o := c.opts; o.StandbyPoll <= 0 || o.MaxCount <= 0 || o.MaxBytes <= 0 || o.Wait <= 0 || o.Linger <= 0 {
+	if o := c.opts; o.StandbyPoll <= 0 || o.MaxCount <= 0 || o.MaxBytes <= 0 || o.Wait <= 0 || o.Linger <= 0 || o.Position == nil {
 		t.Errorf("zero options kept: %+v", o)
+	}
+	if _, err := c.opts.Position.PartitionLastSeq(context.Background(), 0); err == nil {
+		t.Error("the default position claims to know partitions")
 	}
 	if _, err := OpenReader(context.Background(), nil, ReadOptions{}, 1); err == nil {
 		t.Error("OpenReader without a stream name")
