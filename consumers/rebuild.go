@@ -208,7 +208,7 @@ func (b *Rebuild) Run(ctx context.Context, report func(Progress)) (err error) {
 		} else if !nearEnd {
 			continue
 		}
-		if err := b.proj.RestoreShadowIndexes(ctx, b.conn, b.deferredIndexes); err != nil {
+		if err := b.proj.FinishShadow(ctx, b.conn, b.deferredIndexes); err != nil {
 			return err
 		}
 		if err := b.swap(ctx, reader, target); err != nil {

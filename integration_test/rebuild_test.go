@@ -146,6 +146,10 @@ func TestRebuildMatchesLiveTablesWhileQueriesKeepAnswering(t *testing.T) {
 		if after := b.indexes(t, p.Name); !reflect.DeepEqual(after, indexesBefore) {
 			t.Errorf("rebuilt %s has indexes %v, want %v", p.Name, after, indexesBefore)
 		}
+		if unanalyzed := testenv.Rows(t, b.svc.Pool(), `SELECT relname FROM pg_stat_user_tables
+			WHERE schemaname = $1 AND last_analyze IS NULL`, p.Name); len(unanalyzed) > 0 {
+			t.Errorf("rebuilt %s swapped in tables never analyzed: %v", p.Name, unanalyzed)
+		}
 		if !sawRebuilding {
 			t.Errorf("GET /v1/projections never showed %s rebuilding", p.Name)
 		}

@@ -3,6 +3,7 @@ package projections
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -42,7 +43,7 @@ func (p Projection) PrepareShadow(ctx context.Context, db DB, targetSeq uint64, 
 
 // DropShadowIndexes drops the shadow's secondary indexes (those no upsert
 // needs: not unique) and returns the statements that create them again, for
-// RestoreShadowIndexes once the bulk of the replay is loaded. Building an
+// FinishShadow once the bulk of the replay is loaded. Building an
 // index once over loaded rows is cheaper than maintaining it row by row.
 func (p Projection) DropShadowIndexes(ctx context.Context, db DB) ([]string, error) {
 	rows, err := db.Query(ctx, `SELECT format('%I.%I', n.nspname, c.relname), pg_get_indexdef(i.indexrelid)
@@ -71,12 +72,25 @@ func (p Projection) DropShadowIndexes(ctx context.Context, db DB) ([]string, err
 	return defs, nil
 }
 
-// RestoreShadowIndexes runs the statements DropShadowIndexes returned.
-func (p Projection) RestoreShadowIndexes(ctx context.Context, db DB, defs []string) error {
+// FinishShadow runs the statements DropShadowIndexes returned, then
+// analyzes the shadow's tables: swapped in freshly loaded, they would
+// otherwise be planned for as if empty until autovacuum came round.
+func (p Projection) FinishShadow(ctx context.Context, db DB, defs []string) error {
 	for _, def := range defs {
 		if _, err := db.Exec(ctx, def); err != nil {
 			return fmt.Errorf("rebuild shadow index: %w", err)
 		}
+	}
+	rows, err := db.Query(ctx, `SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname = $1`, p.ShadowSchema())
+	if err != nil {
+		return fmt.Errorf("list shadow tables: %w", err)
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("list shadow tables: %w", err)
+	}
+	if _, err := db.Exec(ctx, "ANALYZE "+strings.Join(tables, ", ")); err != nil {
+		return fmt.Errorf("analyze the shadow: %w", err)
 	}
 	return nil
 }
