@@ -22,9 +22,10 @@ test: ## run every test (unit, fuzz seeds, integration) with the race detector
 test-short: ## run the tests without the race detector
 	$(GO) test -count=1 $(PKGS)
 
-fuzz: ## fuzz the webhook parser, dedup-key derivation and signature checks, 60s each
+fuzz: ## fuzz the webhook parser, its field scanner, dedup-key derivation and signature checks, 60s each
 	$(GO) test ./domain -run '^$$' -fuzz FuzzParseAndKey -fuzztime 60s
 	$(GO) test ./internal/sources -run '^$$' -fuzz FuzzVerify -fuzztime 60s
+	$(GO) test ./domain -run '^$$' -fuzz FuzzEachField -fuzztime 60s
 
 bench: ## run the Go benchmarks against real Postgres and JetStream
 	$(GO) test -run '^$$' -bench . $(PKGS)

@@ -56,33 +56,57 @@ func ParseEvent(source string, body []byte) (Event, error) {
 	if !json.Valid(body) {
 		return Event{}, fmt.Errorf("%w", ErrInvalidJSON)
 	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(body, &fields); err != nil || fields == nil {
+	var f struct{ event, taskID, processID, completedBy, eventID, externalID, completedAt, reopenedAt []byte }
+	isObject := eachField(body, func(name string, raw []byte) {
+		switch name { // the last of a repeated field wins
+		case "event":
+			f.event = raw
+		case "task_id":
+			f.taskID = raw
+		case "process_id":
+			f.processID = raw
+		case "completed_by":
+			f.completedBy = raw
+		case "event_id":
+			f.eventID = raw
+		case "external_id":
+			f.externalID = raw
+		case "completed_at":
+			f.completedAt = raw
+		case "reopened_at":
+			f.reopenedAt = raw
+		}
+	})
+	if !isObject {
 		return Event{}, &ValidationError{Code: CodeInvalidField, Message: "body must be a JSON object"}
 	}
 	ev := Event{Source: source, Raw: body}
 	var err error
-	if ev.Type, err = requiredString(fields, "event"); err != nil {
+	if ev.Type, err = requiredString("event", f.event); err != nil {
 		return Event{}, err
 	}
-	if ev.TaskID, err = requiredString(fields, "task_id"); err != nil {
+	if ev.TaskID, err = requiredString("task_id", f.taskID); err != nil {
 		return Event{}, err
 	}
-	for name, dst := range map[string]*string{
-		"process_id":   &ev.ProcessID,
-		"completed_by": &ev.CompletedBy,
-		"event_id":     &ev.EventID,
-		"external_id":  &ev.ExternalID,
+	for _, o := range [...]struct {
+		name string
+		raw  []byte
+		dst  *string
+	}{
+		{"process_id", f.processID, &ev.ProcessID},
+		{"completed_by", f.completedBy, &ev.CompletedBy},
+		{"event_id", f.eventID, &ev.EventID},
+		{"external_id", f.externalID, &ev.ExternalID},
 	} {
-		if *dst, err = optionalString(fields, name); err != nil {
+		if *o.dst, err = optionalString(o.name, o.raw); err != nil {
 			return Event{}, err
 		}
 	}
 	switch ev.Type {
 	case TypeCompleted:
-		ev.OccurredAt, err = requiredTime(fields, "completed_at")
+		ev.OccurredAt, err = requiredTime("completed_at", f.completedAt)
 	case TypeReopened:
-		ev.OccurredAt, err = requiredTime(fields, "reopened_at")
+		ev.OccurredAt, err = requiredTime("reopened_at", f.reopenedAt)
 	}
 	if err != nil {
 		return Event{}, err
@@ -93,19 +117,28 @@ func ParseEvent(source string, body []byte) (Event, error) {
 // BodyField returns the top-level string field name of a JSON object body,
 // "" when it is absent or null: where a source puts its own delivery id.
 func BodyField(body []byte, name string) (string, error) {
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(body, &fields); err != nil {
-		return "", fmt.Errorf("%w: %w", ErrInvalidJSON, err)
+	if !utf8.Valid(body) || !json.Valid(body) {
+		return "", ErrInvalidJSON
 	}
-	return optionalString(fields, name)
+	var raw []byte
+	if !eachField(body, func(n string, r []byte) {
+		if n == name {
+			raw = r
+		}
+	}) && !bytes.Equal(bytes.TrimSpace(body), []byte("null")) {
+		return "", fmt.Errorf("%w: not an object", ErrInvalidJSON)
+	}
+	return optionalString(name, raw)
 }
 
 // ValidText reports whether s is text Postgres can store: valid UTF-8
 // without NUL characters.
 func ValidText(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
 
-func requiredString(fields map[string]json.RawMessage, name string) (string, error) {
-	s, err := optionalString(fields, name)
+// requiredString is optionalString that refuses an absent, null or empty
+// field.
+func requiredString(name string, raw []byte) (string, error) {
+	s, err := optionalString(name, raw)
 	if err != nil {
 		return "", err
 	}
@@ -115,19 +148,17 @@ func requiredString(fields map[string]json.RawMessage, name string) (string, err
 	return s, nil
 }
 
-// optionalString returns "" for an absent or null field and an error for a
-// field of another JSON type, with an unpaired surrogate escape, or with
-// text Postgres cannot store.
-func optionalString(fields map[string]json.RawMessage, name string) (string, error) {
-	raw, ok := fields[name]
-	if !ok || bytes.Equal(raw, []byte("null")) {
+// optionalString decodes the raw value of field name: "" for an absent
+// (nil) or null field, and an error for a field of another JSON type, with
+// an unpaired surrogate escape, or with text Postgres cannot store.
+func optionalString(name string, raw []byte) (string, error) {
+	if raw == nil || bytes.Equal(raw, []byte("null")) {
 		return "", nil
 	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return "", invalid(name, "must be a string")
-	}
+	s, ok := stringValue(raw)
 	switch {
+	case !ok:
+		return "", invalid(name, "must be a string")
 	case hasLoneSurrogate(raw):
 		return "", invalid(name, `must not contain an unpaired UTF-16 surrogate escape (such as \ud800), which encodes no character`)
 	case len(s) > MaxIDLength:
@@ -138,8 +169,8 @@ func optionalString(fields map[string]json.RawMessage, name string) (string, err
 	return s, nil
 }
 
-func requiredTime(fields map[string]json.RawMessage, name string) (time.Time, error) {
-	s, err := requiredString(fields, name)
+func requiredTime(name string, raw []byte) (time.Time, error) {
+	s, err := requiredString(name, raw)
 	if err != nil {
 		return time.Time{}, err
 	}

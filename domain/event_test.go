@@ -143,3 +143,14 @@ func TestBodyField(t *testing.T) {
 		t.Errorf("numeric field: %v", err)
 	}
 }
+
+func BenchmarkParseEvent(b *testing.B) {
+	body := []byte(`{"event":"task.completed","task_id":"abc123","process_id":"xyz789",` +
+		`"completed_at":"2024-01-15T10:30:00Z","completed_by":"user@example.com","event_id":"evt-42","note":"a \"quoted\" word"}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseEvent("tallyfy", body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
