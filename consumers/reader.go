@@ -102,14 +102,13 @@ func OpenReader(ctx context.Context, js jetstream.JetStream, opts ReadOptions, s
 	if err != nil {
 		return nil, fmt.Errorf("read stream %s from seq %d: %w", opts.Stream, startSeq, err)
 	}
-	// Each pull asks for up to readAheadCount events and readAhead bytes,
-	// and the next pull goes out only once the last one's events are all
-	// taken: so the library holds at most one pull's bytes, in a channel
-	// of readAheadCount slots. (Bounded by bytes alone it keeps a channel
-	// of a million slots; the default threshold, half the count, would let
-	// pulls of a few large events follow each other until hundreds of them
-	// wait.)
-	iter, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(readAheadCount(opts), readAhead(opts, js.Conn().MaxPayload())),
+	// Each pull asks for up to readAhead bytes, and the next pull goes out
+	// only once the last one's events are all taken: so the library holds
+	// at most one pull's bytes. (The default threshold, half the count,
+	// would let pulls of a few large events follow each other until
+	// hundreds of them wait.)
+	ahead := readAhead(opts, js.Conn().MaxPayload())
+	iter, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(readAheadCount(ahead), ahead),
 		jetstream.PullThresholdMessages(1))
 	if err != nil {
 		return nil, fmt.Errorf("read stream %s from seq %d: %w", opts.Stream, startSeq, err)
@@ -128,10 +127,17 @@ func readAhead(opts ReadOptions, maxPayload int64) int {
 	return max(opts.MaxBytes, 2*(int(maxPayload)+delivery))
 }
 
-// readAheadCount is how many events one pull may bring a reader: two
-// batches, so that small events keep a batch filling while the next pull
-// is under way.
-func readAheadCount(opts ReadOptions) int { return max(2*opts.MaxCount, 1000) }
+// readAheadCount is how many events one pull may bring a reader, and the
+// slots of the library's channel for them: more than bytes of the smallest
+// stored event fit in, so the bytes always end a pull first and the
+// channel never fills. A full channel would drop what arrives next, the
+// server's heartbeats and status messages included, as a slow consumer.
+// (Bounded by bytes alone, the library keeps a channel of a million slots,
+// 8 MB per reader.)
+func readAheadCount(bytes int) int {
+	const smallestEvent = 128 // a stored event's headers alone are larger
+	return bytes/smallestEvent + 1
+}
 
 // Next returns the next batch, or an empty one when no event came within
 // ReadOptions.Wait. After an error the reader is finished: close it and
