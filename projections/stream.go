@@ -93,19 +93,11 @@ type StreamPosition func(context.Context) (StreamIdentity, uint64, error)
 // one position reads, or a checkpoint is ahead of that stream's end. It
 // costs one stream position and a query per stage, for readiness probes.
 func FollowsStream(ctx context.Context, db DB, position StreamPosition) error {
-	checkpoint, err := highestCheckpoint(ctx, db)
+	f, err := readFollowed(ctx, db, position)
 	if err != nil {
 		return err
 	}
-	current, lastSeq, err := position(ctx)
-	if err != nil {
-		return err
-	}
-	recorded, _, err := RecordedStream(ctx, db)
-	if err != nil {
-		return err
-	}
-	if mismatch := CheckStream(recorded, current, lastSeq, checkpoint); mismatch != nil {
+	if mismatch := CheckStream(f.recorded, f.current, f.lastSeq, f.checkpoint); mismatch != nil {
 		return mismatch
 	}
 	return nil
@@ -115,40 +107,49 @@ func FollowsStream(ctx context.Context, db DB, position StreamPosition) error {
 // and that no checkpoint is ahead of its last sequence. The first service to
 // start on a database records that stream, unless the checkpoints already
 // run ahead of it. It returns a *StreamMismatchError otherwise.
-//
-// The checkpoints are read before the stream's position: a consumer applies
-// only stored events, so while events flow a checkpoint read first is never
-// ahead of a last sequence read after it.
 func VerifyStream(ctx context.Context, db DB, position StreamPosition) error {
-	checkpoint, err := highestCheckpoint(ctx, db)
+	f, err := readFollowed(ctx, db, position)
 	if err != nil {
 		return err
 	}
-	current, lastSeq, err := position(ctx)
-	if err != nil {
-		return err
-	}
-	recorded, ok, err := RecordedStream(ctx, db)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		if checkpoint > lastSeq {
-			return &StreamMismatchError{Current: current, LastSeq: lastSeq, Checkpoint: checkpoint}
+	if !f.isRecorded {
+		if f.checkpoint > f.lastSeq {
+			return &StreamMismatchError{Current: f.current, LastSeq: f.lastSeq, Checkpoint: f.checkpoint}
 		}
 		if _, err := db.Exec(ctx, `INSERT INTO stream_identity (stream_name, stream_created) VALUES ($1, $2)
-			ON CONFLICT DO NOTHING`, current.Name, current.Created); err != nil {
+			ON CONFLICT DO NOTHING`, f.current.Name, f.current.Created); err != nil {
 			return fmt.Errorf("record the stream the database follows: %w", err)
 		}
 		// Another replica may have recorded another stream meanwhile.
-		if recorded, _, err = RecordedStream(ctx, db); err != nil {
+		if f.recorded, _, err = RecordedStream(ctx, db); err != nil {
 			return err
 		}
 	}
-	if mismatch := CheckStream(recorded, current, lastSeq, checkpoint); mismatch != nil {
+	if mismatch := CheckStream(f.recorded, f.current, f.lastSeq, f.checkpoint); mismatch != nil {
 		return mismatch
 	}
 	return nil
+}
+
+// followed is what VerifyStream and FollowsStream compare.
+type followed struct {
+	checkpoint, lastSeq uint64 // the furthest any stage applied; the stream's end
+	current, recorded   StreamIdentity
+	isRecorded          bool // whether the database records a stream at all
+}
+
+// readFollowed reads the checkpoints before the stream's position: a
+// consumer applies only stored events, so while events flow a checkpoint
+// read first is never ahead of a last sequence read after it.
+func readFollowed(ctx context.Context, db DB, position StreamPosition) (f followed, err error) {
+	if f.checkpoint, err = highestCheckpoint(ctx, db); err != nil {
+		return f, err
+	}
+	if f.current, f.lastSeq, err = position(ctx); err != nil {
+		return f, err
+	}
+	f.recorded, f.isRecorded, err = RecordedStream(ctx, db)
+	return f, err
 }
 
 // CheckStream compares the stream the database follows, recorded (zero if

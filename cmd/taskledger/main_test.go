@@ -80,27 +80,36 @@ func serveAndStop(t *testing.T, args ...string) {
 // a function that cancels it as SIGINT does and returns what it returned.
 func serving(t *testing.T, args ...string) (string, func() error) {
 	t.Helper()
+	base, stop, exit, logs := startServing(t, args...)
+	if stop == nil {
+		t.Fatalf("%s exited early: %v\n%s", args[0], exit, logs)
+	}
+	return base, stop
+}
+
+// startServing runs the command until it answers ready or exits. When
+// ready it returns the base URL and a function that cancels it as SIGINT
+// does and returns what it returned; when it exited first, a nil function,
+// what it returned and what it logged.
+func startServing(t *testing.T, args ...string) (base string, stop func() error, exit error, logs string) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	logs := &syncBuffer{}
+	out := &syncBuffer{}
 	go func() {
 		// Port 0: the command binds a free port and logs which.
-		done <- run(ctx, append(args, "-http-addr", "127.0.0.1:0", "-log-level", "info"), io.Discard, logs)
+		done <- run(ctx, append(args, "-http-addr", "127.0.0.1:0", "-log-level", "info"), io.Discard, out)
 	}()
-	stop := func() error {
-		cancel()
-		return <-done
-	}
-	var base string
+	exited := false
 	testenv.Poll(t, time.Minute, args[0]+" to answer ready", func() bool {
 		select {
-		case err := <-done:
-			cancel()
-			t.Fatalf("%s exited early: %v\n%s", args[0], err, logs)
+		case exit = <-done:
+			exited = true
+			return true
 		default:
 		}
 		if base == "" {
-			if addr := listeningAddr(logs.String()); addr != "" {
+			if addr := listeningAddr(out.String()); addr != "" {
 				base = "http://" + addr
 			}
 			return false
@@ -112,7 +121,14 @@ func serving(t *testing.T, args ...string) (string, func() error) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
-	return base, stop
+	if exited {
+		cancel()
+		return "", nil, exit, out.String()
+	}
+	return base, func() error {
+		cancel()
+		return <-done
+	}, nil, ""
 }
 
 func TestRunRejectsBadInvocations(t *testing.T) {

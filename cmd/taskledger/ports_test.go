@@ -1,14 +1,10 @@
 package main
 
 import (
-	"context"
 	"errors"
-	"io"
-	"net/http"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/taskledger/taskledger/internal/testenv"
 )
@@ -23,44 +19,10 @@ func servingOnAPort(t *testing.T, args func(port int) []string) (base string, st
 	for attempt := 1; ; attempt++ {
 		port := testenv.FreePorts(t, 1)[0]
 		a := args(port)
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		logs := &syncBuffer{}
-		go func() {
-			done <- run(ctx, append(a, "-http-addr", "127.0.0.1:0", "-log-level", "info"), io.Discard, logs)
-		}()
-		base = ""
-		var (
-			exited bool
-			exit   error
-		)
-		testenv.Poll(t, time.Minute, a[0]+" to answer ready", func() bool {
-			select {
-			case exit = <-done:
-				exited = true
-				return true
-			default:
-			}
-			if base == "" {
-				if addr := listeningAddr(logs.String()); addr != "" {
-					base = "http://" + addr
-				}
-				return false
-			}
-			resp, err := http.Get(base + "/readyz")
-			if err != nil {
-				return false
-			}
-			resp.Body.Close()
-			return resp.StatusCode == http.StatusOK
-		})
-		if !exited {
-			return base, func() error {
-				cancel()
-				return <-done
-			}
+		base, stop, exit, logs := startServing(t, a...)
+		if stop != nil {
+			return base, stop
 		}
-		cancel()
 		if attempt == 3 || exit == nil || !errors.Is(exit, syscall.EADDRINUSE) && !strings.Contains(exit.Error(), "already in use") {
 			t.Fatalf("%s exited early: %v\n%s", a[0], exit, logs)
 		}
