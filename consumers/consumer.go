@@ -208,10 +208,13 @@ func (c *Consumer) runActive(ctx context.Context, out *outage) error {
 			return err
 		}
 		if len(batch.Entries) == 0 {
-			if err := c.passIdle(ctx, conn); err != nil {
+			caughtUp, err := c.passIdle(ctx, conn)
+			if err != nil {
 				return err
 			}
-			c.recovered(out)
+			if caughtUp { // not while the stream holds events the reader has not delivered
+				c.recovered(out)
+			}
 			continue
 		}
 		if c.proj.WaitsForKeys() {
@@ -241,21 +244,25 @@ func (c *Consumer) recovered(out *outage) {
 // While the key stage does not move for keysPatience, the consumer shows as
 // stalled, waiting for it.
 func (c *Consumer) awaitKeys(ctx context.Context, conn *pgx.Conn, seq uint64) error {
-	err := waitForKeys(ctx, conn, seq, keysPatience)
-	if !errors.Is(err, ErrKeysBehind) {
-		return err
+	for {
+		err := waitForKeys(ctx, conn, seq, keysPatience)
+		if !errors.Is(err, ErrKeysBehind) {
+			return err
+		}
+		keys, err := projections.Checkpoint(ctx, conn, projections.EventKeys.Name)
+		if err != nil {
+			return err
+		}
+		stall := &Stall{Reason: fmt.Sprintf("waiting for the key stage %s, which has not moved for %s: "+
+			"it is at sequence %d, the next batch needs %d", projections.EventKeys.Name, keysPatience, keys, seq),
+			Since: time.Now().Add(-keysPatience)}
+		c.stall.Store(stall)
+		err = waitForKeys(ctx, conn, keys+1, 0) // until it moves again
+		c.stall.CompareAndSwap(stall, nil)
+		if err != nil {
+			return err
+		}
 	}
-	keys, err := projections.Checkpoint(ctx, conn, projections.EventKeys.Name)
-	if err != nil {
-		return err
-	}
-	stall := &Stall{Reason: fmt.Sprintf("waiting for the key stage %s, which has not moved for %s: "+
-		"it is at sequence %d, the next batch needs %d", projections.EventKeys.Name, keysPatience, keys, seq),
-		Since: time.Now().Add(-keysPatience)}
-	c.stall.Store(stall)
-	err = waitForKeys(ctx, conn, seq, 0)
-	c.stall.CompareAndSwap(stall, nil)
-	return err
 }
 
 // drainContext is ctx without its cancellation, so that work begun before
@@ -363,27 +370,27 @@ func (c *Consumer) checkpoint(ctx context.Context, conn *pgx.Conn) (uint64, erro
 // partition's) says everything up to there is applied. The stream's end is
 // read first: an event of the partition stored after it also counts as its
 // last, and then nothing moves.
-func (c *Consumer) passIdle(ctx context.Context, conn *pgx.Conn) error {
+func (c *Consumer) passIdle(ctx context.Context, conn *pgx.Conn) (caughtUp bool, err error) {
 	end, err := c.opts.Position.LastSeq(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	last := end // the one partition reads every event
 	if c.opts.Partitions > 1 {
 		if last, err = c.opts.Position.PartitionLastSeq(ctx, c.opts.Partition); err != nil {
-			return err
+			return false, err
 		}
 	}
 	if last > c.known {
 		if last == c.undelivered {
-			return fmt.Errorf("%w: the stream holds events up to %d, applied up to %d", errReaderStalled, last, c.known)
+			return false, fmt.Errorf("%w: the stream holds events up to %d, applied up to %d", errReaderStalled, last, c.known)
 		}
 		c.undelivered = last
-		return nil
+		return false, nil
 	}
 	c.undelivered = 0
 	if c.opts.Partitions <= 1 {
-		return nil
+		return true, nil
 	}
 	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		checkpoint, err := c.lockPartition(ctx, tx)
@@ -395,7 +402,7 @@ func (c *Consumer) passIdle(ctx context.Context, conn *pgx.Conn) error {
 	if err == nil {
 		c.known = max(c.known, end)
 	}
-	return err
+	return err == nil, err
 }
 
 // streamEnd is the Position of a projection in one partition: it reads

@@ -9,7 +9,8 @@ import (
 	"github.com/taskledger/taskledger/projections"
 )
 
-// ErrKeysBehind says a rebuild waited in vain for the key stage.
+// ErrKeysBehind says a rebuild, or a live consumer, waited keysPatience
+// in vain for the key stage to move.
 var ErrKeysBehind = errors.New("the key stage (" + projections.EventKeys.Name + ") is not following the stream: " +
 	"run taskledger serve, or rebuild " + projections.EventKeys.Name + " first")
 
@@ -29,7 +30,7 @@ func waitForKeys(ctx context.Context, db projections.DB, seq uint64, patience ti
 		if cp != last {
 			last, since = cp, time.Now()
 		} else if patience > 0 && time.Since(since) > patience {
-			return fmt.Errorf("%w (it is at %d, the rebuild needs %d)", ErrKeysBehind, cp, seq)
+			return fmt.Errorf("%w (it is at %d, the next batch needs %d)", ErrKeysBehind, cp, seq)
 		}
 		select {
 		case <-ctx.Done():

@@ -16,7 +16,7 @@ import (
 )
 
 // keysPatience is how long a rebuild waits for a key stage that does not
-// move before it fails.
+// move before it fails, and a live consumer before it shows as stalled.
 const keysPatience = 30 * time.Second
 
 // Rebuilder replays the stream from sequence 1 into a projection's shadow

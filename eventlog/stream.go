@@ -128,6 +128,20 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig, r
 	}
 }
 
+// ErrNoJetStream is returned by EnsureStream when the server runs no
+// JetStream (or not for this account).
+var ErrNoJetStream = errors.New("the NATS server does not run JetStream for this account")
+
+// withoutJetStream marks err with ErrNoJetStream when it says so: nobody
+// answers JetStream's API, or the server says JetStream is off.
+func withoutJetStream(err error) error {
+	if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
+		errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+		return fmt.Errorf("%w: %w", ErrNoJetStream, err)
+	}
+	return err
+}
+
 // unsettled reports whether err is JetStream not answering yet, rather
 // than an answer that retrying cannot change.
 func unsettled(err error) bool {
@@ -138,13 +152,18 @@ func unsettled(err error) bool {
 			apiErr.ErrorCode != jetstream.JSErrCodeJetStreamNotEnabledForAccount
 	}
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)
+		errors.Is(err, jetstream.ErrNoStreamResponse)
 }
 
 func ensureStreamOnce(ctx context.Context, js jetstream.JetStream, c StreamConfig, repartition bool) (jetstream.Stream, error) {
 	want := max(c.Partitions, 1)
 	if !repartition {
-		if s, err := js.Stream(ctx, c.Name); err == nil {
+		s, err := js.Stream(ctx, c.Name)
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+		case err != nil: // unknown, so the partition count cannot be checked
+			return nil, fmt.Errorf("read stream %s: %w", c.Name, withoutJetStream(err))
+		default:
 			if had := StoredPartitions(s.CachedInfo().Config); had != want {
 				return nil, &PartitionsChangedError{Stream: c.Name, Stored: had, Configured: want}
 			}
@@ -164,7 +183,7 @@ func ensureStreamOnce(ctx context.Context, js jetstream.JetStream, c StreamConfi
 		Metadata:    map[string]string{metadataPartitions: strconv.Itoa(want)},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("create or update stream %s: %w (is JetStream enabled on the server?)", c.Name, err)
+		return nil, fmt.Errorf("create or update stream %s: %w", c.Name, withoutJetStream(err))
 	}
 	if got := StoredPartitions(s.CachedInfo().Config); got != want {
 		return nil, fmt.Errorf("stream %s did not record its %d partitions: partitions need nats-server 2.10 or later", c.Name, want)

@@ -89,6 +89,9 @@ func (p Projection) FinishShadow(ctx context.Context, db DB, defs []string) erro
 	if err != nil {
 		return fmt.Errorf("list shadow tables: %w", err)
 	}
+	if len(tables) == 0 {
+		return nil // a bare ANALYZE would analyze the whole database
+	}
 	if _, err := db.Exec(ctx, "ANALYZE "+strings.Join(tables, ", ")); err != nil {
 		return fmt.Errorf("analyze the shadow: %w", err)
 	}

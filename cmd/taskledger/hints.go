@@ -22,6 +22,8 @@ var hints = []struct {
 		"(--database-url), or create the role (`createuser --createdb NAME` as the postgres user)"},
 	{eventlog.ErrUnreachable, "set TASKLEDGER_NATS_URL (--nats-url) to a running server with JetStream, " +
 		"or leave it empty for the embedded one"},
+	{eventlog.ErrNoJetStream, "start nats-server with JetStream enabled (`nats-server -js`), or leave " +
+		"TASKLEDGER_NATS_URL (--nats-url) empty for the embedded one"},
 	{service.ErrDataDirInUse, "stop the other process, reach its embedded server with TASKLEDGER_NATS_URL=nats://" +
 		"<its TASKLEDGER_EMBEDDED_NATS_ADDR, 127.0.0.1:4223 by default>, or set TASKLEDGER_DATA_DIR (--data-dir) to another directory"},
 	{eventlog.ErrAddrInUse, "another process listens there (a second taskledger?): stop it, set " +

@@ -36,6 +36,8 @@ func TestHintsOfTypedErrors(t *testing.T) {
 				"stop every replica, then run `taskledger replay --all` with TASKLEDGER_PARTITIONS=4"}},
 		{"projection partitions", &projections.PartitionsChangedError{Projection: "completions_all", Kept: 2, Configured: 3},
 			[]string{"completions_all has 2 partition(s) and 3 are configured", "`taskledger replay --all` with TASKLEDGER_PARTITIONS=3"}},
+		{"no JetStream", fmt.Errorf("create or update stream TASK_EVENTS: %w", eventlog.ErrNoJetStream),
+			[]string{"does not run JetStream", "`nats-server -js`", "TASKLEDGER_NATS_URL (--nats-url) empty"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

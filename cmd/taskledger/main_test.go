@@ -261,8 +261,11 @@ func TestBoundHeapFollowsTheBudgetUnlessGOMEMLIMITIsSet(t *testing.T) {
 	before := debug.SetMemoryLimit(-1)
 	t.Cleanup(func() { debug.SetMemoryLimit(before) })
 	cfg := config.Default()
-	if limit, set := boundHeap(cfg); !set || limit != 4*cfg.MaxInflightBytes || debug.SetMemoryLimit(-1) != limit {
-		t.Errorf("boundHeap = %d, %v; want the limit set to %d", limit, set, 4*cfg.MaxInflightBytes)
+	for _, c := range []struct{ budget, want int64 }{{cfg.MaxInflightBytes, 4 * cfg.MaxInflightBytes}, {1 << 20, minHeapLimit}} {
+		cfg.MaxInflightBytes = c.budget
+		if limit, set := boundHeap(cfg); !set || limit != c.want || debug.SetMemoryLimit(-1) != limit {
+			t.Errorf("boundHeap with a budget of %d = %d, %v; want the limit set to %d", c.budget, limit, set, c.want)
+		}
 	}
 	debug.SetMemoryLimit(before)
 	t.Setenv("GOMEMLIMIT", "1GiB")

@@ -30,7 +30,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // serveConfig is serve with its configuration loaded.
 func serveConfig(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 	if limit, set := boundHeap(cfg); set {
-		log.Debug().Int64("memory_limit_bytes", limit).Msg("soft memory limit set from the in-flight budget")
+		log.Info().Int64("memory_limit_bytes", limit).Msg("soft memory limit set from the in-flight budget (GOMEMLIMIT overrides it)")
 	}
 	svc, err := service.Open(ctx, cfg, log)
 	if err != nil {
@@ -91,15 +91,21 @@ func closeWithin(svc *service.Service, timeout time.Duration) {
 }
 
 // boundHeap sets the Go runtime's soft memory limit to four times the
-// in-flight budget, unless GOMEMLIMIT sets one: the budget bounds the bodies
-// live at once, and the limit has the collector reclaim their copies before
-// the heap doubles past them, so a flood of large bodies stays within a few
-// hundred MB. It reports the limit and whether it set it.
+// in-flight budget, and at least minHeapLimit, unless GOMEMLIMIT sets one:
+// the budget bounds the bodies live at once, and the limit has the
+// collector reclaim their copies before the heap doubles past them, so a
+// flood of large bodies stays within a few hundred MB. The floor leaves
+// room for what a small budget does not count: the readers' read-ahead,
+// rebuild batches, an embedded NATS server. It reports the limit and
+// whether it set it.
 func boundHeap(cfg config.Config) (int64, bool) {
 	if os.Getenv("GOMEMLIMIT") != "" {
 		return debug.SetMemoryLimit(-1), false
 	}
-	limit := 4 * cfg.MaxInflightBytes
+	limit := max(4*cfg.MaxInflightBytes, minHeapLimit)
 	debug.SetMemoryLimit(limit)
 	return limit, true
 }
+
+// minHeapLimit is the least soft memory limit boundHeap sets.
+const minHeapLimit = 256 << 20
