@@ -80,7 +80,7 @@ func serveAndStop(t *testing.T, args ...string) {
 // a function that cancels it as SIGINT does and returns what it returned.
 func serving(t *testing.T, args ...string) (string, func() error) {
 	t.Helper()
-	base, stop, exit, logs := startServing(t, args...)
+	base, stop, logs, exit := startServing(t, args...)
 	if stop == nil {
 		t.Fatalf("%s exited early: %v\n%s", args[0], exit, logs)
 	}
@@ -90,8 +90,8 @@ func serving(t *testing.T, args ...string) (string, func() error) {
 // startServing runs the command until it answers ready or exits. When
 // ready it returns the base URL and a function that cancels it as SIGINT
 // does and returns what it returned; when it exited first, a nil function,
-// what it returned and what it logged.
-func startServing(t *testing.T, args ...string) (base string, stop func() error, exit error, logs string) {
+// what it logged and what it returned.
+func startServing(t *testing.T, args ...string) (base string, stop func() error, logs string, exit error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -123,12 +123,12 @@ func startServing(t *testing.T, args ...string) (base string, stop func() error,
 	})
 	if exited {
 		cancel()
-		return "", nil, exit, out.String()
+		return "", nil, out.String(), exit
 	}
 	return base, func() error {
 		cancel()
 		return <-done
-	}, nil, ""
+	}, "", nil
 }
 
 func TestRunRejectsBadInvocations(t *testing.T) {

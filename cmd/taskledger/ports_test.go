@@ -19,7 +19,7 @@ func servingOnAPort(t *testing.T, args func(port int) []string) (base string, st
 	for attempt := 1; ; attempt++ {
 		port := testenv.FreePorts(t, 1)[0]
 		a := args(port)
-		base, stop, exit, logs := startServing(t, a...)
+		base, stop, logs, exit := startServing(t, a...)
 		if stop != nil {
 			return base, stop
 		}
