@@ -103,7 +103,7 @@ func New(proj projections.Projection, pool *pgxpool.Pool, js jetstream.JetStream
 	proj.KeyRetention = opts.DedupRetention
 	opts.Partitions = max(opts.Partitions, 1)
 	if opts.Position == nil {
-		opts.Position = streamEnd{js: js, stream: opts.Stream}
+		opts.Position = streamEnd{eventlog.NewPosition(js, eventlog.StreamConfig{Name: opts.Stream})}
 	}
 	worker := projections.Worker(proj.Name, opts.Partition, opts.Partitions)
 	l := log.With().Str("projection", proj.Name)
@@ -406,25 +406,10 @@ func (c *Consumer) passIdle(ctx context.Context, conn *pgx.Conn) (caughtUp bool,
 }
 
 // streamEnd is the Position of a projection in one partition: it reads
-// the stream's last sequence, and has no partitions.
-type streamEnd struct {
-	js     jetstream.JetStream
-	stream string
-}
+// the stream's last sequence, and knows no partitions.
+type streamEnd struct{ eventlog.Position }
 
-func (e streamEnd) LastSeq(ctx context.Context) (uint64, error) {
-	s, err := e.js.Stream(ctx, e.stream)
-	if err != nil {
-		return 0, fmt.Errorf("read stream %s: %w", e.stream, err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("read stream %s: %w", e.stream, err)
-	}
-	return info.State.LastSeq, nil
-}
-
-func (e streamEnd) PartitionLastSeq(context.Context, int) (uint64, error) {
+func (streamEnd) PartitionLastSeq(context.Context, int) (uint64, error) {
 	return 0, errors.New("consumers: Options.Position is required with partitions")
 }
 

@@ -91,7 +91,7 @@ type StreamPosition func(context.Context) (StreamIdentity, uint64, error)
 // FollowsStream is VerifyStream without recording anything: it returns a
 // *StreamMismatchError when the database follows another stream than the
 // one position reads, or a checkpoint is ahead of that stream's end. It
-// costs one stream position and a query per stage, for readiness probes.
+// costs one stream position and a few small queries, for readiness probes.
 func FollowsStream(ctx context.Context, db DB, position StreamPosition) error {
 	f, err := readFollowed(ctx, db, position)
 	if err != nil {
