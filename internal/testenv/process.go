@@ -89,32 +89,30 @@ func (p *Process) Kill() {
 
 // Running reports whether the process was started and has not exited.
 func (p *Process) Running() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil {
-		return false
-	}
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
+	started, exited := p.state()
+	return started && !exited
 }
 
 // exited reports whether the process was started and has exited since,
 // without being killed by Kill.
 func (p *Process) exited() bool {
+	_, exited := p.state()
+	return exited
+}
+
+// state reports whether the process was started (and not killed by Kill
+// since), and whether it has exited by itself.
+func (p *Process) state() (started, exited bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.done == nil {
-		return false
+		return false, false
 	}
 	select {
 	case <-p.done:
-		return true
+		return true, true
 	default:
-		return false
+		return true, false
 	}
 }
 
