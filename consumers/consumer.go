@@ -1,13 +1,15 @@
 // Package consumers feeds the event stream into the projections: a Reader
-// per projection from its checkpoint, each batch applied in one Postgres
-// transaction that also moves the checkpoint. Reader states why that
-// applies every event exactly once.
+// per group of projections (projections.Group) and partition, from the
+// lowest of their checkpoints, each batch applied to every projection of
+// the group in one Postgres transaction that also moves their checkpoints.
+// Reader states why that applies every event exactly once.
 package consumers
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -25,9 +27,9 @@ import (
 type Options struct {
 	ReadOptions               // what to read (the partition's subjects), batch bounds (one transaction each)
 	StandbyPoll time.Duration // how often a standby tries for the lock (default 1s)
-	// Partition of Partitions is the part of the projection this consumer
-	// applies; Partitions 0 or 1 means the whole projection.
-	Partition, Partitions int
+	// Partition is the part of the group's projections this consumer
+	// applies, of the group's Partitions.
+	Partition int
 	// Position tells where the stream and the partition's events end, to
 	// notice a stalled reader and to move an idle partition's checkpoint
 	// past other partitions' events. Needed when Partitions > 1; nil reads
@@ -53,30 +55,37 @@ type Position interface {
 	PartitionLastSeq(ctx context.Context, partition int) (uint64, error)
 }
 
-// Consumer keeps one partition of a projection up to date. Run one per
-// partition in every replica: the one holding the partition's advisory lock
-// works, the others stand by.
+// Consumer keeps one partition of a group of projections up to date. Run
+// one per partition in every replica: the one holding the advisory locks of
+// the partition's projections works, the others stand by.
 type Consumer struct {
-	proj   projections.Projection
+	group  projections.Group
 	worker string
 	pool   *pgxpool.Pool
 	js     jetstream.JetStream
 	opts   Options
 	log    zerolog.Logger
 	active atomic.Bool
-	// known is the checkpoint as this consumer last read or wrote it; its
-	// reader has delivered everything up to it. Used by Run's goroutine only.
-	known uint64
+	// known is, by stage, the checkpoint as this consumer last read or
+	// wrote it; its reader has delivered everything up to the lowest. Used
+	// by Run's goroutine only.
+	known []uint64
 	// undelivered is the partition's last sequence as an idle pass found
 	// it beyond known, or 0: found again on the next idle pass, the reader
 	// has stalled. Used by Run's goroutine only.
 	undelivered uint64
-	// stall is why the consumer cannot apply, or nil while it can.
-	stall atomic.Pointer[Stall]
+	// stalls holds, by stage, why the stage cannot apply, or nil while it
+	// can.
+	stalls []atomic.Pointer[Stall]
+	// failing marks, by stage, a stage whose last batch failed: the next
+	// batch applies it inside a savepoint of its own, so that the other
+	// stages go on without it. Used by Run's goroutine only.
+	failing []bool
 }
 
-// Stall is why a consumer cannot apply: the error of its last attempt, or
-// the key stage it waits for, since when and after how many attempts.
+// Stall is why a consumer cannot apply a stage: the error of its last
+// attempt, or the key stage it waits for, since when and after how many
+// attempts.
 type Stall struct {
 	Reason   string
 	Since    time.Time
@@ -87,44 +96,72 @@ type Stall struct {
 // failure is a hiccup, retried at once.
 const stallAfter = 3
 
-// Stalled returns why the consumer cannot apply, or nil when it applies
-// (or stands by for another replica). A consumer is stalled after
-// stallAfter failures in a row, or while the key stage it waits for has not
-// moved for keysPatience; it is no longer once it applies a batch, finds
-// nothing to apply, or stands by.
-func (c *Consumer) Stalled() *Stall { return c.stall.Load() }
+// Stalled returns why the consumer cannot apply the named projection, or
+// nil when it applies it (or stands by for another replica). A stage is
+// stalled after stallAfter failures in a row, of its own or of the whole
+// consumer (its reader, its session), or while the key stage it waits for
+// has not moved for keysPatience; it is no longer once it applies a batch,
+// or the consumer finds nothing to apply, or stands by.
+func (c *Consumer) Stalled(projection string) *Stall {
+	for i, p := range c.group.Stages {
+		if p.Name == projection {
+			return c.stalls[i].Load()
+		}
+	}
+	return nil
+}
 
-// New returns a consumer of proj.
-func New(proj projections.Projection, pool *pgxpool.Pool, js jetstream.JetStream, opts Options, log zerolog.Logger) *Consumer {
+// stageError is the failure of one stage of a batch.
+type stageError struct {
+	stage int
+	err   error
+}
+
+func (e *stageError) Error() string { return e.err.Error() }
+func (e *stageError) Unwrap() error { return e.err }
+
+// New returns a consumer of partition opts.Partition of group.
+func New(group projections.Group, pool *pgxpool.Pool, js jetstream.JetStream, opts Options, log zerolog.Logger) *Consumer {
 	opts.ReadOptions = opts.ReadOptions.withDefaults()
 	if opts.StandbyPoll <= 0 {
 		opts.StandbyPoll = time.Second
 	}
-	proj.KeyRetention = opts.DedupRetention
-	opts.Partitions = max(opts.Partitions, 1)
+	group.Partitions = max(group.Partitions, 1)
+	group.Stages = slices.Clone(group.Stages)
+	for i := range group.Stages {
+		group.Stages[i].KeyRetention = opts.DedupRetention
+	}
 	if opts.Position == nil {
 		opts.Position = streamEnd{eventlog.NewPosition(js, eventlog.StreamConfig{Name: opts.Stream})}
 	}
-	worker := projections.Worker(proj.Name, opts.Partition, opts.Partitions)
-	l := log.With().Str("projection", proj.Name)
-	if opts.Partitions > 1 {
+	worker := projections.Worker(group.Name, opts.Partition, group.Partitions)
+	l := log.With().Str("consumer", group.Name)
+	if group.Partitions > 1 {
 		l = l.Int("partition", opts.Partition)
 	}
-	return &Consumer{proj: proj, worker: worker, pool: pool, js: js, opts: opts, log: l.Logger()}
+	n := len(group.Stages)
+	return &Consumer{group: group, worker: worker, pool: pool, js: js, opts: opts, log: l.Logger(),
+		known: make([]uint64, n), stalls: make([]atomic.Pointer[Stall], n), failing: make([]bool, n)}
 }
 
 // SessionName is the application_name of a worker's consumer session, to
 // find it in pg_stat_activity (and, by its pid, its lock in pg_locks).
 func SessionName(worker string) string { return "taskledger-consumer-" + worker }
 
-// Projection is the name of the projection this consumer applies.
-func (c *Consumer) Projection() string { return c.proj.Name }
+// Projections names the projections this consumer applies.
+func (c *Consumer) Projections() []string {
+	names := make([]string, len(c.group.Stages))
+	for i, p := range c.group.Stages {
+		names[i] = p.Name
+	}
+	return names
+}
 
 // Partition is the partition this consumer applies.
 func (c *Consumer) Partition() int { return c.opts.Partition }
 
-// Partitions is how many partitions the projection is split into.
-func (c *Consumer) Partitions() int { return c.opts.Partitions }
+// Partitions is how many partitions its projections are split into.
+func (c *Consumer) Partitions() int { return c.group.Partitions }
 
 // Active reports whether this consumer holds the lock and is applying.
 func (c *Consumer) Active() bool { return c.active.Load() }
@@ -145,9 +182,14 @@ func (c *Consumer) Run(ctx context.Context) {
 		} else {
 			out.failed(c.log, err)
 			if out.attempts >= stallAfter {
-				c.stall.Store(&Stall{Reason: err.Error(), Since: out.since, Attempts: out.attempts})
+				st := &Stall{Reason: err.Error(), Since: out.since, Attempts: out.attempts}
+				for _, i := range c.stalledBy(err) {
+					c.stalls[i].Store(st)
+				}
 			}
-			c.opts.Metrics.ConsumerRestarted(c.proj.Name)
+			for _, p := range c.group.Stages {
+				c.opts.Metrics.ConsumerRestarted(p.Name)
+			}
 			pause = out.backoff()
 		}
 		select {
@@ -173,7 +215,7 @@ func (c *Consumer) runActive(ctx context.Context, out *outage) error {
 	defer func() {
 		c.active.Store(false)
 		if c.opts.Share != nil && !handedOver {
-			c.opts.Share.release(c.proj.Name)
+			c.opts.Share.release(c.group.Name)
 		}
 	}()
 	guard, err := guardStream(ctx, c.js, c.opts.Stream, conn)
@@ -182,11 +224,10 @@ func (c *Consumer) runActive(ctx context.Context, out *outage) error {
 	}
 	c.active.Store(true)
 
-	checkpoint, err := c.checkpoint(ctx, conn)
-	if err != nil {
+	if err := c.readCheckpoints(ctx, conn); err != nil {
 		return err
 	}
-	c.known = checkpoint
+	checkpoint := slices.Min(c.known)
 	reader, err := OpenReader(ctx, c.js, c.opts.ReadOptions, checkpoint+1)
 	if err != nil {
 		return err
@@ -195,7 +236,7 @@ func (c *Consumer) runActive(ctx context.Context, out *outage) error {
 	c.log.Info().Uint64("checkpoint", checkpoint).Msg("consumer active")
 
 	for ctx.Err() == nil {
-		if c.opts.Share != nil && c.opts.Share.handOver(c.proj.Name, c.opts.Partitions) {
+		if c.opts.Share != nil && c.opts.Share.handOver(c.group.Name, c.group.Partitions) {
 			handedOver = true
 			return errHandOver
 		}
@@ -217,7 +258,7 @@ func (c *Consumer) runActive(ctx context.Context, out *outage) error {
 			}
 			continue
 		}
-		if c.proj.WaitsForKeys() {
+		if c.waitsForKeys() {
 			if err := c.awaitKeys(ctx, conn, batch.Entries[len(batch.Entries)-1].Message.Seq); err != nil {
 				return err
 			}
@@ -234,10 +275,27 @@ func (c *Consumer) runActive(ctx context.Context, out *outage) error {
 	return nil
 }
 
-// recovered ends an outage and a stall: the consumer applies again.
+// stalledBy lists the stages that err keeps from applying: the stage it
+// is of, and the stages waiting for it if it is the key stage; every stage
+// when it is the consumer's own.
+func (c *Consumer) stalledBy(err error) []int {
+	var stageErr *stageError
+	var out []int
+	for i, p := range c.group.Stages {
+		if !errors.As(err, &stageErr) || i == stageErr.stage ||
+			(c.group.Stages[stageErr.stage].Keys && p.WaitsForKeys()) {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// recovered ends an outage and every stall: the consumer applies again.
 func (c *Consumer) recovered(out *outage) {
 	out.recovered(c.log)
-	c.stall.Store(nil)
+	for i := range c.stalls {
+		c.stalls[i].Store(nil)
+	}
 }
 
 // awaitKeys waits until the key stage has applied the stream through seq.
@@ -256,9 +314,13 @@ func (c *Consumer) awaitKeys(ctx context.Context, conn *pgx.Conn, seq uint64) er
 		stall := &Stall{Reason: fmt.Sprintf("waiting for the key stage %s, which has not moved for %s: "+
 			"it is at sequence %d, the next batch needs %d", projections.EventKeys.Name, keysPatience, keys, seq),
 			Since: time.Now().Add(-keysPatience)}
-		c.stall.Store(stall)
+		for i := range c.stalls {
+			c.stalls[i].Store(stall)
+		}
 		err = waitForKeys(ctx, conn, keys+1, 0) // until it moves again
-		c.stall.CompareAndSwap(stall, nil)
+		for i := range c.stalls {
+			c.stalls[i].CompareAndSwap(stall, nil)
+		}
 		if err != nil {
 			return err
 		}
@@ -339,25 +401,63 @@ func (c *Consumer) waitForLock(ctx context.Context, conn *pgx.Conn, out *outage)
 	}
 }
 
+// tryLock takes the consumer locks of every stage's partition, or none:
+// another session holding any of them means another replica applies them.
 func (c *Consumer) tryLock(ctx context.Context, conn *pgx.Conn) (bool, error) {
-	if c.opts.Share != nil && !c.opts.Share.take(c.proj.Name, c.opts.Partitions) {
+	if c.opts.Share != nil && !c.opts.Share.take(c.group.Name, c.group.Partitions) {
 		return false, nil
 	}
-	locked, err := projections.TryLockConsumer(ctx, conn, c.worker)
-	if !locked && c.opts.Share != nil {
-		c.opts.Share.release(c.proj.Name)
+	var taken []string
+	locked, err := true, error(nil)
+	for _, p := range c.group.Stages {
+		worker := projections.Worker(p.Name, c.opts.Partition, c.group.Partitions)
+		if locked, err = projections.TryLockConsumer(ctx, conn, worker); !locked || err != nil {
+			break
+		}
+		taken = append(taken, worker)
 	}
-	return locked, err
+	if !locked || err != nil {
+		for _, worker := range taken {
+			if unlockErr := projections.UnlockConsumer(ctx, conn, worker); unlockErr != nil && err == nil {
+				err = unlockErr
+			}
+		}
+		if c.opts.Share != nil {
+			c.opts.Share.release(c.group.Name)
+		}
+		return false, err
+	}
+	return true, nil
 }
 
-// checkpoint reads the partition's checkpoint.
-func (c *Consumer) checkpoint(ctx context.Context, conn *pgx.Conn) (uint64, error) {
-	var seq uint64
-	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) (err error) {
-		seq, err = projections.LockPartition(ctx, tx, c.proj.Name, c.opts.Partition)
-		return err
+// waitsForKeys reports whether a batch must wait for the key stage before
+// it is applied: a stage waits for it, and the key stage is applied
+// elsewhere.
+func (c *Consumer) waitsForKeys() bool {
+	if c.group.HasKeys() {
+		return false
+	}
+	for _, p := range c.group.Stages {
+		if p.WaitsForKeys() {
+			return true
+		}
+	}
+	return false
+}
+
+// readCheckpoints reads the partition's checkpoint of every stage into
+// known.
+func (c *Consumer) readCheckpoints(ctx context.Context, conn *pgx.Conn) error {
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		for i, p := range c.group.Stages {
+			seq, err := projections.LockPartition(ctx, tx, p.Name, c.opts.Partition)
+			if err != nil {
+				return err
+			}
+			c.known[i] = seq
+		}
+		return nil
 	})
-	return seq, err
 }
 
 // passIdle runs when the reader found nothing new for a while. It checks
@@ -365,42 +465,52 @@ func (c *Consumer) checkpoint(ctx context.Context, conn *pgx.Conn) (uint64, erro
 // this consumer applied on two idle passes in a row, the reader has lost its
 // server-side consumer without noticing (as can happen when the NATS node
 // holding it dies), and errReaderStalled makes Run read again from the
-// checkpoint. With partitions, it also moves an idle partition's checkpoint
-// to the stream's end, so that the projection's checkpoint (its lowest
-// partition's) says everything up to there is applied. The stream's end is
-// read first: an event of the partition stored after it also counts as its
-// last, and then nothing moves.
+// checkpoint. With partitions, it also moves an idle partition's
+// checkpoints to the stream's end, so that each projection's checkpoint
+// (its lowest partition's) says everything up to there is applied. The
+// stream's end is read first: an event of the partition stored after it
+// also counts as its last, and then nothing moves.
 func (c *Consumer) passIdle(ctx context.Context, conn *pgx.Conn) (caughtUp bool, err error) {
 	end, err := c.opts.Position.LastSeq(ctx)
 	if err != nil {
 		return false, err
 	}
 	last := end // the one partition reads every event
-	if c.opts.Partitions > 1 {
+	if c.group.Partitions > 1 {
 		if last, err = c.opts.Position.PartitionLastSeq(ctx, c.opts.Partition); err != nil {
 			return false, err
 		}
 	}
-	if last > c.known {
+	if applied := slices.Min(c.known); last > applied {
 		if last == c.undelivered {
-			return false, fmt.Errorf("%w: the stream holds events up to %d, applied up to %d", errReaderStalled, last, c.known)
+			return false, fmt.Errorf("%w: the stream holds events up to %d, applied up to %d", errReaderStalled, last, applied)
 		}
 		c.undelivered = last
 		return false, nil
 	}
 	c.undelivered = 0
-	if c.opts.Partitions <= 1 {
+	if c.group.Partitions <= 1 {
 		return true, nil
 	}
+	moved := slices.Clone(c.known)
 	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		checkpoint, err := c.lockPartition(ctx, tx)
-		if err != nil || last > checkpoint || end <= checkpoint {
-			return err
+		for i, p := range c.group.Stages {
+			checkpoint, err := c.lockPartition(ctx, tx, i)
+			if err != nil {
+				return err
+			}
+			if last > checkpoint || end <= checkpoint {
+				continue
+			}
+			if err := projections.SetPartition(ctx, tx, p.Name, c.opts.Partition, end); err != nil {
+				return err
+			}
+			moved[i] = end
 		}
-		return projections.SetPartition(ctx, tx, c.proj.Name, c.opts.Partition, end)
+		return nil
 	})
 	if err == nil {
-		c.known = max(c.known, end)
+		c.known = moved
 	}
 	return err == nil, err
 }
@@ -422,50 +532,106 @@ var errReaderStalled = errors.New("stream reader stalled; reading again from the
 // events the new tables lack, so it must start again from the checkpoint.
 var errCheckpointBehind = errors.New("checkpoint moved back; reading again from it")
 
-// lockPartition locks the partition's checkpoint for a write, failing with
-// errCheckpointBehind when it is below what this consumer knows.
-func (c *Consumer) lockPartition(ctx context.Context, tx pgx.Tx) (uint64, error) {
-	checkpoint, err := projections.LockPartition(ctx, tx, c.proj.Name, c.opts.Partition)
-	if err == nil && checkpoint < c.known {
-		err = fmt.Errorf("%w: %d, after %d", errCheckpointBehind, checkpoint, c.known)
+// lockPartition locks the partition's checkpoint of stage i for a write,
+// failing with errCheckpointBehind when it is below what this consumer
+// knows.
+func (c *Consumer) lockPartition(ctx context.Context, tx pgx.Tx, i int) (uint64, error) {
+	name := c.group.Stages[i].Name
+	checkpoint, err := projections.LockPartition(ctx, tx, name, c.opts.Partition)
+	if err == nil && checkpoint < c.known[i] {
+		err = fmt.Errorf("%w: %s at %d, after %d", errCheckpointBehind, name, checkpoint, c.known[i])
 	}
 	return checkpoint, err
 }
 
-// applyBatch applies the entries above the checkpoint in one transaction
-// that also moves the checkpoint to the last of them.
+// applyBatch applies the entries to every stage in one transaction: each
+// stage takes those above its checkpoint, which moves to the last entry.
+// A stage that failed the batch before is applied inside a savepoint: if it
+// fails again, the other stages (but those waiting for a failed key stage)
+// commit without it, and the error, a *stageError, says which failed.
 func (c *Consumer) applyBatch(ctx context.Context, conn *pgx.Conn, entries []projections.Entry) error {
 	last := entries[len(entries)-1].Message.Seq
 	start := time.Now()
-	var applied int
-	var result projections.Applied
+	n := len(c.group.Stages)
+	applied, results, failed := make([]int, n), make([]projections.Applied, n), make([]error, n)
 	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		checkpoint, err := c.lockPartition(ctx, tx)
-		if err != nil {
-			return err
+		keysFailed := false
+		for i, p := range c.group.Stages {
+			failed[i] = nil
+			if keysFailed && p.WaitsForKeys() {
+				failed[i] = fmt.Errorf("waiting for the key stage %s: %w", projections.EventKeys.Name, errKeysFailed)
+				continue
+			}
+			apply := func(tx pgx.Tx) (err error) {
+				applied[i], results[i], err = c.applyStage(ctx, tx, i, entries)
+				return err
+			}
+			if !c.failing[i] {
+				if err := apply(tx); err != nil {
+					c.failing[i] = true
+					return &stageError{stage: i, err: fmt.Errorf("%s: %w", p.Name, err)}
+				}
+				continue
+			}
+			if err := pgx.BeginFunc(ctx, tx, apply); err != nil {
+				failed[i] = &stageError{stage: i, err: fmt.Errorf("%s: %w", p.Name, err)}
+				keysFailed = keysFailed || p.Keys
+			}
 		}
-		fresh := entries
-		for len(fresh) > 0 && fresh[0].Message.Seq <= checkpoint {
-			fresh = fresh[1:] // applied before, e.g. by a rebuild swapped in meanwhile
-		}
-		applied = len(fresh)
-		if result, err = c.proj.ApplyEntries(ctx, tx, c.proj.Name, fresh); err != nil {
-			return err
-		}
-		return projections.SetPartition(ctx, tx, c.proj.Name, c.opts.Partition, last)
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("apply batch ending at seq %d: %w", last, err)
 	}
-	c.known = last
-	c.opts.Metrics.BatchApplied(c.proj.Name, len(entries), applied, result.Duplicates, time.Since(start))
-	c.opts.Metrics.StoredResends(result.ResendDelays)
-	if result.DeadLetters > 0 {
-		c.log.Warn().Int("dead_letters", result.DeadLetters).Uint64("through_seq", last).
-			Msg("events set aside as dead letters")
+	took := time.Since(start)
+	var firstFailure error
+	for i, p := range c.group.Stages {
+		if failed[i] != nil {
+			if firstFailure == nil && !errors.Is(failed[i], errKeysFailed) {
+				firstFailure = failed[i]
+			}
+			continue
+		}
+		c.known[i], c.failing[i] = last, false
+		c.stalls[i].Store(nil)
+		c.opts.Metrics.BatchApplied(p.Name, len(entries), applied[i], results[i].Duplicates, took)
+		c.opts.Metrics.StoredResends(results[i].ResendDelays)
+		if results[i].DeadLetters > 0 {
+			c.log.Warn().Str("projection", p.Name).Int("dead_letters", results[i].DeadLetters).Uint64("through_seq", last).
+				Msg("events set aside as dead letters")
+		}
 	}
-	c.log.Debug().Int("applied", applied).Uint64("checkpoint", last).Msg("batch applied")
+	if firstFailure != nil {
+		return fmt.Errorf("apply batch ending at seq %d: %w", last, firstFailure)
+	}
+	c.log.Debug().Int("events", len(entries)).Uint64("checkpoint", last).Msg("batch applied")
 	return nil
+}
+
+// errKeysFailed marks the stages left out of a batch because the key
+// stage, which they wait for, failed it.
+var errKeysFailed = errors.New("the key stage failed this batch")
+
+// applyStage applies the entries above stage i's checkpoint to it in tx
+// and moves the checkpoint to the last entry. It returns how many it
+// applied and what applying did.
+func (c *Consumer) applyStage(ctx context.Context, tx pgx.Tx, i int, entries []projections.Entry) (int, projections.Applied, error) {
+	p := c.group.Stages[i]
+	checkpoint, err := c.lockPartition(ctx, tx, i)
+	if err != nil {
+		return 0, projections.Applied{}, err
+	}
+	fresh := entries
+	for len(fresh) > 0 && fresh[0].Message.Seq <= checkpoint {
+		fresh = fresh[1:] // applied before, e.g. by a rebuild swapped in meanwhile
+	}
+	var result projections.Applied
+	if len(fresh) > 0 {
+		if result, err = p.ApplyEntries(ctx, tx, p.Name, fresh); err != nil {
+			return 0, projections.Applied{}, err
+		}
+	}
+	return len(fresh), result, projections.SetPartition(ctx, tx, p.Name, c.opts.Partition, entries[len(entries)-1].Message.Seq)
 }
 
 // decodeEntry decodes a stream message for the projections, keeping the raw

@@ -61,11 +61,11 @@ func (s *testStream) publish(t *testing.T, body string) uint64 {
 	return ack.Sequence
 }
 
-// consumers returns a consumer of every projection.
+// consumers returns the consumers of every projection, unpartitioned.
 func (s *testStream) consumers(t *testing.T) []*Consumer {
 	var cs []*Consumer
-	for _, p := range projections.Every {
-		cs = append(cs, New(p, s.pool, s.js, s.opts, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)))
+	for _, g := range projections.Groups(1) {
+		cs = append(cs, New(g, s.pool, s.js, s.opts, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)))
 	}
 	return cs
 }
@@ -196,7 +196,7 @@ func (s *testStream) applyAgain(t *testing.T, msgs []jetstream.Msg) {
 	defer conn.Close(ctx)
 	for _, c := range s.consumers(t) {
 		if err := c.applyBatch(ctx, conn, entries(t, msgs)); err != nil {
-			t.Fatalf("%s: %v", c.proj.Name, err)
+			t.Fatalf("%s: %v", c.group.Name, err)
 		}
 	}
 }

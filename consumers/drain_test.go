@@ -39,7 +39,7 @@ func TestDrainContextOutlivesShutdownBriefly(t *testing.T) {
 // return empty batches at once, and a standby poll without a pause.
 func TestZeroOptionsTakeDefaults(t *testing.T) {
 	t.Parallel()
-	c := New(projections.Every[0], nil, nil, Options{ReadOptions: ReadOptions{Stream: "S"}}, zerolog.Nop())
+	c := New(projections.Groups(1)[0], nil, nil, Options{ReadOptions: ReadOptions{Stream: "S"}}, zerolog.Nop())
 	if o := c.opts; o.StandbyPoll <= 0 || o.MaxCount <= 0 || o.MaxBytes <= 0 || o.Wait <= 0 || o.Linger <= 0 || o.Position == nil {
 		t.Errorf("zero options kept: %+v", o)
 	}

@@ -34,14 +34,15 @@ func TestAReaderThatKeepsStallingShowsAsStalled(t *testing.T) {
 	s.publish(t, `{"event":"task.completed","task_id":"t1","completed_at":"2024-01-15T10:30:00Z"}`)
 	opts := s.opts
 	opts.Position = aheadPosition{eventlog.NewPosition(s.js, s.cfg)}
-	c := New(projections.EventKeys, s.pool, s.js, opts, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel))
+	keys := projections.Group{Name: projections.EventKeys.Name, Stages: []projections.Projection{projections.EventKeys}}
+	c := New(keys, s.pool, s.js, opts, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel))
 	ctx, cancel := context.WithCancel(context.Background())
 	var running sync.WaitGroup
 	running.Go(func() { c.Run(ctx) })
 	defer running.Wait()
 	defer cancel()
-	testenv.Poll(t, 30*time.Second, "the consumer to show as stalled", func() bool { return c.Stalled() != nil })
-	if st := c.Stalled(); !strings.Contains(st.Reason, "stream reader stalled") || st.Attempts < stallAfter {
+	testenv.Poll(t, 30*time.Second, "the consumer to show as stalled", func() bool { return c.Stalled(keys.Name) != nil })
+	if st := c.Stalled(keys.Name); !strings.Contains(st.Reason, "stream reader stalled") || st.Attempts < stallAfter {
 		t.Errorf("stalled with %+v, want the reader's stall after %d attempts", st, stallAfter)
 	}
 }

@@ -32,11 +32,26 @@ type Appender struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
 	cfg    StreamConfig
+	sync   *GroupSync
+}
+
+// AppendOption configures an Appender.
+type AppendOption func(*Appender)
+
+// WithGroupSync makes Append return only once the acknowledged event is on
+// disk, through g (the embedded server's stream). Without it, an
+// acknowledgement is as durable as the server makes it.
+func WithGroupSync(g *GroupSync) AppendOption {
+	return func(a *Appender) { a.sync = g }
 }
 
 // NewAppender appends to the stream described by cfg.
-func NewAppender(nc *nats.Conn, js jetstream.JetStream, stream jetstream.Stream, cfg StreamConfig) *Appender {
-	return &Appender{nc: nc, js: js, stream: stream, cfg: cfg}
+func NewAppender(nc *nats.Conn, js jetstream.JetStream, stream jetstream.Stream, cfg StreamConfig, opts ...AppendOption) *Appender {
+	a := &Appender{nc: nc, js: js, stream: stream, cfg: cfg}
+	for _, o := range opts {
+		o(a)
+	}
+	return a
 }
 
 // Append publishes r with Nats-Msg-Id set to its dedup key and returns once
@@ -61,6 +76,13 @@ func (a *Appender) Append(ctx context.Context, r Record) (Appended, error) {
 	for {
 		ack, err := a.js.PublishMsg(ctx, msg)
 		if err == nil {
+			// A duplicate waits too: its original may be acknowledged and
+			// not yet on disk.
+			if a.sync != nil {
+				if err := a.sync.Sync(ctx); err != nil {
+					return Appended{}, fmt.Errorf("%w: put the event on disk: %w", ErrUnavailable, err)
+				}
+			}
 			return Appended{Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
 		}
 		if !inProcess(err) {

@@ -25,15 +25,13 @@ type ServerOptions struct {
 	// Port is the client port on Host; 0 listens on no port (clients
 	// connect in-process) and -1 picks a free port.
 	Port int
-	// SyncAlways fsyncs every message before it is acknowledged, so an
-	// acknowledged event survives power loss, not only a process crash.
-	SyncAlways bool
 	// Credentials, when set, are required of every client, in-process
 	// ones included; without them the server takes anyone (tests only).
 	Credentials *Credentials
-	// SyncInterval is the fsync period when SyncAlways is false (0 means
-	// the server default, two minutes). Messages are written to the
-	// operating system before the acknowledgement either way.
+	// SyncInterval is the store's own fsync period (0 means the server
+	// default, two minutes). Messages are written to the operating system
+	// before the acknowledgement; GroupSync puts acknowledged ones on disk
+	// sooner.
 	SyncInterval time.Duration
 }
 
@@ -48,7 +46,6 @@ func StartServer(o ServerOptions) (*server.Server, error) {
 		ServerName:   "taskledger-embedded",
 		JetStream:    true,
 		StoreDir:     o.StoreDir,
-		SyncAlways:   o.SyncAlways,
 		SyncInterval: o.SyncInterval,
 		Host:         cmp.Or(o.Host, "127.0.0.1"),
 		Port:         o.Port,

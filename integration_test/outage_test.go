@@ -69,10 +69,7 @@ func testPostgresOutageLosesNothing(t *testing.T, partitions int) {
 	b := &bundle{env: env, cfg: cfg, js: js, stream: cfg.Stream}
 	b.svc, b.url = openServiceWith(t, cfg, zerolog.New(&logs).Level(zerolog.InfoLevel))
 	b.svc.Start()
-	workers := 0
-	for _, p := range projections.Every {
-		workers += p.PartitionsOf(partitions)
-	}
+	workers := len(b.consumerSessions())
 
 	bodies, want := shuffledCompletions("outage", 10, 6, 3)
 	b.ingest(t, bodies[:20])
@@ -100,11 +97,10 @@ func testPostgresOutageLosesNothing(t *testing.T, partitions int) {
 	b.ingest(t, bodies[40:])
 
 	b.checkProjectedExactlyOnce(t, want)
-	for _, p := range projections.Every {
-		name := fmt.Sprintf("%q:%q", "projection", p.Name)
-		once := p.PartitionsOf(partitions)
-		if paused, recovered := logs.count(name, "projection paused"), logs.count(name, "projection recovered"); paused != once || recovered != once {
-			t.Errorf("%s logged the outage %d times and its end %d times, want %d each (once per partition)", p.Name, paused, recovered, once)
+	for _, g := range projections.Groups(partitions) {
+		name := fmt.Sprintf("%q:%q", "consumer", g.Name)
+		if paused, recovered := logs.count(name, "projection paused"), logs.count(name, "projection recovered"); paused != g.Partitions || recovered != g.Partitions {
+			t.Errorf("%s logged the outage %d times and its end %d times, want %d each (once per partition)", g.Name, paused, recovered, g.Partitions)
 		}
 	}
 	if r := getStatus(t, b.url+"/readyz"); r != http.StatusOK {

@@ -30,12 +30,14 @@ func partitionsHeld(t *testing.T, svcs ...*service.Service) []map[string]int {
 			if !c.Active() {
 				continue
 			}
-			held[i][c.Projection()]++
-			worker := projections.Worker(c.Projection(), c.Partition(), s.Config().Partitions)
-			if working[worker] {
-				t.Fatalf("two replicas work %s at once", worker)
+			for _, name := range c.Projections() {
+				held[i][name]++
+				worker := projections.Worker(name, c.Partition(), c.Partitions())
+				if working[worker] {
+					t.Fatalf("two replicas work %s at once", worker)
+				}
+				working[worker] = true
 			}
-			working[worker] = true
 		}
 	}
 	return held
@@ -45,27 +47,31 @@ func partitionsHeld(t *testing.T, svcs ...*service.Service) []map[string]int {
 // tells operators to look for it in pg_locks.
 const consumerLockClass = 7301
 
-// consumerLocks lists the workers whose consumer lock pg_locks shows as
-// granted, by the application_name of the session holding it.
+// consumerLocks lists the consumer locks pg_locks shows as granted, as
+// "worker held by session", the session named by its application_name.
 func (b *bundle) consumerLocks(t *testing.T) []string {
 	t.Helper()
 	var out []string
-	for _, r := range testenv.Rows(t, b.svc.Pool(), `SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+	for _, r := range testenv.Rows(t, b.svc.Pool(), `SELECT l.objid::bigint, a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 		WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::int::oid AND a.datname = current_database()`,
 		consumerLockClass) {
-		out = append(out, strings.TrimPrefix(r[0].(string), "taskledger-consumer-"))
+		out = append(out, fmt.Sprintf("%d held by %s", r[0], strings.TrimPrefix(r[1].(string), "taskledger-consumer-")))
 	}
 	slices.Sort(out)
 	return out
 }
 
-// allWorkers lists every partition's worker of every projection, sorted.
-func allWorkers(partitions int) []string {
+// allWorkers lists, as consumerLocks does, the lock of every partition of
+// every projection held by the session of its group's consumer.
+func (b *bundle) allWorkers(t *testing.T, partitions int) []string {
+	t.Helper()
 	var out []string
-	for _, p := range projections.Every {
-		n := p.PartitionsOf(partitions)
-		for part := range n {
-			out = append(out, projections.Worker(p.Name, part, n))
+	for _, g := range projections.Groups(partitions) {
+		for part := range g.Partitions {
+			for _, p := range g.Stages {
+				objid := testenv.Rows(t, b.svc.Pool(), "SELECT hashtext($1)::oid::bigint", projections.Worker(p.Name, part, g.Partitions))[0][0]
+				out = append(out, fmt.Sprintf("%d held by %s", objid, projections.Worker(g.Name, part, g.Partitions)))
+			}
 		}
 	}
 	slices.Sort(out)
@@ -100,7 +106,7 @@ func TestReplicasShareThePartitions(t *testing.T) {
 		}
 		return true
 	})
-	if got, want := first.consumerLocks(t), allWorkers(4); !slices.Equal(got, want) {
+	if got, want := first.consumerLocks(t), first.allWorkers(t, 4); !slices.Equal(got, want) {
 		t.Errorf("pg_locks shows consumer locks held by %v, want one per partition %v", got, want)
 	}
 	first.ingest(t, rounds[0][:30])

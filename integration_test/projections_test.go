@@ -464,22 +464,32 @@ func TestQueryAPI(t *testing.T) {
 }
 
 // consumerSessions names the Postgres sessions of every partition's
-// consumer of every projection.
+// consumer of every group of projections.
 func (b *bundle) consumerSessions() []string {
 	var names []string
-	for _, p := range projections.Every {
-		names = append(names, workerSessions(p.Name, p.PartitionsOf(b.cfg.Partitions))...)
+	for _, g := range projections.Groups(b.cfg.Partitions) {
+		names = append(names, groupSessions(g)...)
 	}
 	return names
 }
 
-// workerSessions names the consumer sessions of a projection's partitions.
-func workerSessions(projection string, partitions int) []string {
+// groupSessions names the consumer sessions of a group's partitions.
+func groupSessions(g projections.Group) []string {
 	var names []string
-	for p := range partitions {
-		names = append(names, consumers.SessionName(projections.Worker(projection, p, partitions)))
+	for p := range g.Partitions {
+		names = append(names, consumers.SessionName(projections.Worker(g.Name, p, g.Partitions)))
 	}
 	return names
+}
+
+// sessionsApplying names the consumer sessions that apply projection.
+func sessionsApplying(projection string, partitions int) []string {
+	for _, g := range projections.Groups(partitions) {
+		if slices.ContainsFunc(g.Stages, func(p projections.Projection) bool { return p.Name == projection }) {
+			return groupSessions(g)
+		}
+	}
+	return nil
 }
 
 // forPartitions runs test with one partition and with four, as parallel
@@ -571,7 +581,7 @@ func testFailedBatchWithLaterEventsInFlightSkipsNothing(t *testing.T, partitions
 	bodies, want := shuffledCompletions("trap", 8, 5, 1)
 	rounds := slices.Collect(slices.Chunk(bodies, 10))
 	all := projections.ForPolicy(domain.PolicyAll)
-	session := workerSessions(all.Name, partitions)
+	session := sessionsApplying(all.Name, partitions)
 
 	b.ingest(t, rounds[0])
 	b.waitApplied(t, b.lastSeq(t))
@@ -602,11 +612,7 @@ func testKilledDatabaseSessionsLoseNothing(t *testing.T, partitions int) {
 	bodies, want := shuffledCompletions("killed", 50, 6, 2)
 	bodies = append(bodies, bodies[:30]...) // sender retries
 	eventually(t, "every consumer to open its session", func() bool {
-		workers := 0
-		for _, p := range projections.Every {
-			workers += p.PartitionsOf(partitions)
-		}
-		return b.countSessions(t, anySession, b.consumerSessions()...) == workers
+		return b.countSessions(t, anySession, b.consumerSessions()...) == len(b.consumerSessions())
 	})
 
 	// Each round kills consumer sessions while a part of the traffic is
@@ -647,9 +653,14 @@ func activeReplicas(t *testing.T, svcs ...*service.Service) []int {
 	t.Helper()
 	counts := make([]int, len(projections.Every))
 	for _, s := range svcs {
-		for i, c := range s.Consumers() { // in the order of projections.Every
-			if c.Active() {
-				counts[i]++
+		for _, c := range s.Consumers() {
+			if !c.Active() {
+				continue
+			}
+			for i, p := range projections.Every {
+				if slices.Contains(c.Projections(), p.Name) {
+					counts[i]++
+				}
 			}
 		}
 	}

@@ -35,6 +35,14 @@ func TryLockConsumer(ctx context.Context, db DB, name string) (bool, error) {
 	return tryLock(ctx, db, lockClassConsumer, name)
 }
 
+// UnlockConsumer releases name's consumer lock taken on the session db.
+func UnlockConsumer(ctx context.Context, db DB, name string) error {
+	if _, err := db.Exec(ctx, "SELECT pg_advisory_unlock($1, hashtext($2))", lockClassConsumer, name); err != nil {
+		return fmt.Errorf("release advisory lock %d of %s: %w", lockClassConsumer, name, err)
+	}
+	return nil
+}
+
 // ConsumerLockHeld reports whether some session holds name's consumer
 // lock in the database behind db.
 func ConsumerLockHeld(ctx context.Context, db DB, name string) (bool, error) {

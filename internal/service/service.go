@@ -39,17 +39,18 @@ import (
 
 // Service is a running taskledger: connections plus the HTTP handler.
 type Service struct {
-	cfg      config.Config
-	log      zerolog.Logger
-	embedded *server.Server        // nil when connected to an external server
-	creds    *eventlog.Credentials // the embedded server's; nil for an external one
-	dataLock *os.File              // flock held on the embedded server's data dir
-	nc       *nats.Conn
-	js       jetstream.JetStream
-	stream   jetstream.Stream
-	pool     *pgxpool.Pool
-	api      *api.API
-	metrics  *metrics.Metrics
+	cfg       config.Config
+	log       zerolog.Logger
+	embedded  *server.Server        // nil when connected to an external server
+	groupSync *eventlog.GroupSync   // puts acknowledged appends on disk when NATSSync is always; nil otherwise
+	creds     *eventlog.Credentials // the embedded server's; nil for an external one
+	dataLock  *os.File              // flock held on the embedded server's data dir
+	nc        *nats.Conn
+	js        jetstream.JetStream
+	stream    jetstream.Stream
+	pool      *pgxpool.Pool
+	api       *api.API
+	metrics   *metrics.Metrics
 	// recentIngest samples the webhook outcome counters for the console.
 	recentIngest *metrics.Recent
 	handler      http.Handler
@@ -128,6 +129,11 @@ func open(ctx context.Context, cfg config.Config, log zerolog.Logger, o options)
 	if s.stream, err = ensure(ctx, s.js, s.streamConfig()); err != nil {
 		return nil, err
 	}
+	if s.embedded != nil && cfg.NATSSync.Always {
+		if s.groupSync, err = eventlog.NewGroupSync(embeddedStoreDir(cfg), cfg.Stream); err != nil {
+			return nil, err
+		}
+	}
 	if s.pool, err = postgres.Open(ctx, cfg.DatabaseURL, log); err != nil {
 		return nil, err
 	}
@@ -172,18 +178,16 @@ func open(ctx context.Context, cfg config.Config, log zerolog.Logger, o options)
 		Linger:   5 * time.Millisecond,
 	}
 	s.share = consumers.NewShare(s.pool, time.Second, log)
-	for _, p := range projections.Every {
-		parts := p.PartitionsOf(cfg.Partitions)
-		for part := range parts {
+	for _, g := range projections.Groups(cfg.Partitions) {
+		for part := range g.Partitions {
 			partRead := read
-			if parts > 1 {
+			if g.Partitions > 1 {
 				partRead.Subjects = s.streamConfig().PartitionSubjects(part)
 			}
-			s.consumers = append(s.consumers, consumers.New(p, s.pool, s.js, consumers.Options{
+			s.consumers = append(s.consumers, consumers.New(g, s.pool, s.js, consumers.Options{
 				ReadOptions:    partRead,
 				StandbyPoll:    time.Second,
 				Partition:      part,
-				Partitions:     parts,
 				Position:       s.position(),
 				Share:          s.share,
 				DedupRetention: cfg.DedupRetention,
@@ -292,7 +296,8 @@ func ProgressLogger(log zerolog.Logger, interval time.Duration) func(consumers.P
 	}
 }
 
-// Consumers are the projection consumers, one per projection.
+// Consumers are the projection consumers, one per group of projections
+// and partition.
 func (s *Service) Consumers() []*consumers.Consumer { return s.consumers }
 
 func (s *Service) startEmbedded() (err error) {
@@ -311,8 +316,7 @@ func (s *Service) startEmbedded() (err error) {
 		return err
 	}
 	s.creds = &creds
-	opts := eventlog.ServerOptions{StoreDir: dir, SyncAlways: s.cfg.NATSSync.Always,
-		SyncInterval: s.cfg.NATSSync.Interval, Credentials: s.creds}
+	opts := eventlog.ServerOptions{StoreDir: dir, SyncInterval: s.cfg.NATSSync.Interval, Credentials: s.creds}
 	if addr := s.cfg.EmbeddedNATSAddr; addr.IsValid() {
 		opts.Host, opts.Port = addr.Addr().String(), int(addr.Port())
 	}
@@ -361,7 +365,11 @@ func (s *Service) Handler() http.Handler { return s.handler }
 func (s *Service) routes() http.Handler {
 	mux := http.NewServeMux()
 	if s.cfg.Ingests() {
-		appender := eventlog.NewAppender(s.nc, s.js, s.stream, s.streamConfig())
+		var durable []eventlog.AppendOption
+		if s.groupSync != nil {
+			durable = append(durable, eventlog.WithGroupSync(s.groupSync))
+		}
+		appender := eventlog.NewAppender(s.nc, s.js, s.stream, s.streamConfig(), durable...)
 		keys := ingest.NewDurableTier(s.pool, ingest.DurableOptions{
 			Retention: s.cfg.DedupRetention,
 			Window:    s.cfg.DuplicateWindow,
@@ -466,22 +474,24 @@ func (s *Service) streamCheck(ctx context.Context) string {
 func (s *Service) stalls() map[string]string {
 	out := map[string]string{}
 	for _, c := range s.consumers {
-		st := c.Stalled()
-		if st == nil {
-			continue
+		for _, name := range c.Projections() {
+			st := c.Stalled(name)
+			if st == nil {
+				continue
+			}
+			reason := fmt.Sprintf("cannot apply since %s", st.Since.UTC().Format(time.RFC3339))
+			if st.Attempts > 0 {
+				reason += fmt.Sprintf(" (%d attempts)", st.Attempts)
+			}
+			reason += ": " + st.Reason
+			if parts := c.Partitions(); parts > 1 {
+				reason = fmt.Sprintf("partition %d of %d %s", c.Partition(), parts, reason)
+			}
+			if prev, ok := out[name]; ok {
+				reason = prev + "; " + reason
+			}
+			out[name] = reason
 		}
-		reason := fmt.Sprintf("cannot apply since %s", st.Since.UTC().Format(time.RFC3339))
-		if st.Attempts > 0 {
-			reason += fmt.Sprintf(" (%d attempts)", st.Attempts)
-		}
-		reason += ": " + st.Reason
-		if parts := c.Partitions(); parts > 1 {
-			reason = fmt.Sprintf("partition %d of %d %s", c.Partition(), parts, reason)
-		}
-		if prev, ok := out[c.Projection()]; ok {
-			reason = prev + "; " + reason
-		}
-		out[c.Projection()] = reason
 	}
 	return out
 }
@@ -604,6 +614,9 @@ func (s *Service) Close(ctx context.Context) error {
 	}
 	if s.pool != nil {
 		s.pool.Close()
+	}
+	if s.groupSync != nil {
+		s.groupSync.Close()
 	}
 	if s.embedded != nil {
 		s.embedded.Shutdown()
