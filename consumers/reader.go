@@ -163,14 +163,16 @@ func (r *Reader) Close() {
 // pump assembles batches ahead of the caller until stopped or failing.
 func (r *Reader) pump(ctx context.Context, opts ReadOptions) {
 	defer close(r.done)
+	size := 0
 	for ctx.Err() == nil {
-		b, err := r.read(opts)
+		b, err := r.read(opts, size)
 		if err != nil {
 			if ctx.Err() == nil {
 				r.errs <- fmt.Errorf("read stream %s: %w", opts.Stream, err)
 			}
 			return
 		}
+		size = len(b.Entries)
 		select {
 		case r.batches <- b:
 		case <-ctx.Done():
@@ -180,9 +182,11 @@ func (r *Reader) pump(ctx context.Context, opts ReadOptions) {
 }
 
 // read waits up to Wait for an event, then takes more until the batch is
-// full or none comes within Linger.
-func (r *Reader) read(opts ReadOptions) (Batch, error) {
-	var b Batch
+// full or none comes within Linger. It makes room for size events at once,
+// as many as the last batch held, rather than copying large entries as the
+// batch grows.
+func (r *Reader) read(opts ReadOptions, size int) (Batch, error) {
+	b := Batch{Entries: make([]projections.Entry, 0, size)}
 	wait := opts.Wait
 	for len(b.Entries) < opts.MaxCount && b.Bytes < opts.MaxBytes {
 		m, err := r.iter.Next(jetstream.NextMaxWait(wait))

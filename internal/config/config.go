@@ -91,8 +91,9 @@ type Config struct {
 	// PublishTimeout bounds the wait for JetStream's acknowledgement
 	// (TASKLEDGER_PUBLISH_TIMEOUT, 5s); past it the webhook gets 503.
 	PublishTimeout time.Duration
-	// BatchSize is how many events a projection applies per transaction
-	// (TASKLEDGER_BATCH_SIZE, default 500): 1 to 10000.
+	// BatchSize is how many events the consumers apply per transaction at
+	// most (TASKLEDGER_BATCH_SIZE, default 5000): 1 to 10000. A batch also
+	// ends at 4 MiB, and a lone event goes out after a few milliseconds.
 	BatchSize int
 	// DedupRetention is how long the durable dedup tier remembers a key
 	// (TASKLEDGER_DEDUP_RETENTION, default 168h = 7 days); at least the
@@ -130,7 +131,7 @@ func Default() Config {
 		MaxInflightBytes:   64 << 20,
 		PublishTimeout:     5 * time.Second,
 		ShutdownTimeout:    30 * time.Second,
-		BatchSize:          500,
+		BatchSize:          5000,
 		DedupRetention:     7 * 24 * time.Hour,
 		DedupLookupTimeout: 100 * time.Millisecond,
 	}
