@@ -10,10 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -81,6 +84,9 @@ type Consumer struct {
 	// batch applies it inside a savepoint of its own, so that the other
 	// stages go on without it. Used by Run's goroutine only.
 	failing []bool
+	// helpers are, by stage, the sessions that apply large batches in
+	// parallel (see applyParallel), or nil. Used by Run's goroutine only.
+	helpers []*pgx.Conn
 }
 
 // Stall is why a consumer cannot apply a stage: the error of its last
@@ -141,7 +147,8 @@ func New(group projections.Group, pool *pgxpool.Pool, js jetstream.JetStream, op
 	}
 	n := len(group.Stages)
 	return &Consumer{group: group, worker: worker, pool: pool, js: js, opts: opts, log: l.Logger(),
-		known: make([]uint64, n), stalls: make([]atomic.Pointer[Stall], n), failing: make([]bool, n)}
+		known: make([]uint64, n), stalls: make([]atomic.Pointer[Stall], n), failing: make([]bool, n),
+		helpers: make([]*pgx.Conn, n)}
 }
 
 // SessionName is the application_name of a worker's consumer session, to
@@ -208,6 +215,7 @@ func (c *Consumer) runActive(ctx context.Context, out *outage) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	defer c.closeHelpers(context.WithoutCancel(ctx))
 	if err := c.waitForLock(ctx, conn, out); err != nil {
 		return err
 	}
@@ -277,12 +285,14 @@ func (c *Consumer) runActive(ctx context.Context, out *outage) error {
 
 // stalledBy lists the stages that err keeps from applying: the stage it
 // is of, and the stages waiting for it if it is the key stage; every stage
-// when it is the consumer's own.
+// when it is the consumer's own, or the database's as a whole (its session
+// ended or cut), even if it surfaced in one stage.
 func (c *Consumer) stalledBy(err error) []int {
 	var stageErr *stageError
+	ofStage := errors.As(err, &stageErr) && !sessionFault(err)
 	var out []int
 	for i, p := range c.group.Stages {
-		if !errors.As(err, &stageErr) || i == stageErr.stage ||
+		if !ofStage || i == stageErr.stage ||
 			(c.group.Stages[stageErr.stage].Keys && p.WaitsForKeys()) {
 			out = append(out, i)
 		}
@@ -544,60 +554,59 @@ func (c *Consumer) lockPartition(ctx context.Context, tx pgx.Tx, i int) (uint64,
 	return checkpoint, err
 }
 
-// applyBatch applies the entries to every stage in one transaction: each
-// stage takes those above its checkpoint, which moves to the last entry.
-// A stage that failed the batch before is applied inside a savepoint: if it
-// fails again, the other stages (but those waiting for a failed key stage)
-// commit without it, and the error, a *stageError, says which failed.
+// parallelFrom is the batch size from which a consumer applies its stages
+// in parallel, each in a transaction of its own on a session of its own
+// (the key stage first, which the others read): a backlog (a catch-up, or
+// traffic faster than one session applies) then keeps every core Postgres
+// has busy, while the small batches of a consumer that keeps up stay one
+// transaction, the cheapest way to apply them.
+const parallelFrom = 1000
+
+// batchOutcome is what applying a batch did to each stage.
+type batchOutcome struct {
+	applied []int
+	results []projections.Applied
+	failed  []error // nil for a stage that committed the batch
+}
+
+func newBatchOutcome(n int) batchOutcome {
+	return batchOutcome{applied: make([]int, n), results: make([]projections.Applied, n), failed: make([]error, n)}
+}
+
+// applyBatch applies the entries to every stage: each stage takes those
+// above its checkpoint, which moves to the last entry in the same
+// transaction. A small batch is one transaction for all stages
+// (applyTogether), a large one a transaction per stage (applyParallel). The
+// error of a stage that failed is a *stageError.
 func (c *Consumer) applyBatch(ctx context.Context, conn *pgx.Conn, entries []projections.Entry) error {
 	last := entries[len(entries)-1].Message.Seq
 	start := time.Now()
-	n := len(c.group.Stages)
-	applied, results, failed := make([]int, n), make([]projections.Applied, n), make([]error, n)
-	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		keysFailed := false
-		for i, p := range c.group.Stages {
-			failed[i] = nil
-			if keysFailed && p.WaitsForKeys() {
-				failed[i] = fmt.Errorf("waiting for the key stage %s: %w", projections.EventKeys.Name, errKeysFailed)
-				continue
-			}
-			apply := func(tx pgx.Tx) (err error) {
-				applied[i], results[i], err = c.applyStage(ctx, tx, i, entries)
-				return err
-			}
-			if !c.failing[i] {
-				if err := apply(tx); err != nil {
-					c.failing[i] = true
-					return &stageError{stage: i, err: fmt.Errorf("%s: %w", p.Name, err)}
-				}
-				continue
-			}
-			if err := pgx.BeginFunc(ctx, tx, apply); err != nil {
-				failed[i] = &stageError{stage: i, err: fmt.Errorf("%s: %w", p.Name, err)}
-				keysFailed = keysFailed || p.Keys
-			}
-		}
-		return nil
-	})
+	var out batchOutcome
+	var err error
+	if len(entries) >= parallelFrom && len(c.group.Stages) > 1 {
+		out, err = c.applyParallel(ctx, conn, entries)
+	} else {
+		out, err = c.applyTogether(ctx, conn, entries)
+	}
 	if err != nil {
 		return fmt.Errorf("apply batch ending at seq %d: %w", last, err)
 	}
 	took := time.Since(start)
 	var firstFailure error
 	for i, p := range c.group.Stages {
-		if failed[i] != nil {
-			if firstFailure == nil && !errors.Is(failed[i], errKeysFailed) {
-				firstFailure = failed[i]
+		if out.failed[i] != nil {
+			c.failing[i] = true
+			if firstFailure == nil && !errors.Is(out.failed[i], errKeysFailed) {
+				firstFailure = out.failed[i]
 			}
 			continue
 		}
 		c.known[i], c.failing[i] = last, false
 		c.stalls[i].Store(nil)
-		c.opts.Metrics.BatchApplied(p.Name, len(entries), applied[i], results[i].Duplicates, took)
-		c.opts.Metrics.StoredResends(results[i].ResendDelays)
-		if results[i].DeadLetters > 0 {
-			c.log.Warn().Str("projection", p.Name).Int("dead_letters", results[i].DeadLetters).Uint64("through_seq", last).
+		c.opts.Metrics.BatchApplied(p.Name, len(entries), out.applied[i], out.results[i].Duplicates, took)
+		c.opts.Metrics.StoredResends(out.results[i].ResendDelays)
+		if out.results[i].DeadLetters > 0 {
+			c.log.Warn().Str("projection", p.Name).Int("dead_letters", out.results[i].DeadLetters).Uint64("through_seq", last).
 				Msg("events set aside as dead letters")
 		}
 	}
@@ -608,8 +617,124 @@ func (c *Consumer) applyBatch(ctx context.Context, conn *pgx.Conn, entries []pro
 	return nil
 }
 
-// errKeysFailed marks the stages left out of a batch because the key
+// applyTogether applies the entries to every stage in one transaction. A
+// stage that failed the batch before is applied inside a savepoint: if it
+// fails again, the other stages (but those waiting for a failed key stage)
+// commit without it, and its outcome says so. A stage failing outside a
+// savepoint fails the whole transaction, with a *stageError.
+func (c *Consumer) applyTogether(ctx context.Context, conn *pgx.Conn, entries []projections.Entry) (batchOutcome, error) {
+	out := newBatchOutcome(len(c.group.Stages))
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		keysFailed := false
+		for i, p := range c.group.Stages {
+			out.failed[i] = nil
+			if keysFailed && p.WaitsForKeys() {
+				out.failed[i] = errWaitingForKeys
+				continue
+			}
+			apply := func(tx pgx.Tx) (err error) {
+				out.applied[i], out.results[i], err = c.applyStage(ctx, tx, i, entries)
+				return err
+			}
+			if !c.failing[i] {
+				if err := apply(tx); err != nil {
+					c.failing[i] = true
+					return &stageError{stage: i, err: fmt.Errorf("%s: %w", p.Name, err)}
+				}
+				continue
+			}
+			if err := pgx.BeginFunc(ctx, tx, apply); err != nil {
+				out.failed[i] = &stageError{stage: i, err: fmt.Errorf("%s: %w", p.Name, err)}
+				keysFailed = keysFailed || p.Keys
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// applyParallel applies the entries to the key stage, if the group has it,
+// then to every other stage at once, each in a transaction of its own: the
+// first on conn, the others on helper sessions. A stage's rows and its
+// checkpoint commit together, so stages may commit apart; the others read
+// what the key stage committed.
+func (c *Consumer) applyParallel(ctx context.Context, conn *pgx.Conn, entries []projections.Entry) (batchOutcome, error) {
+	out := newBatchOutcome(len(c.group.Stages))
+	applyOn := func(i int, db *pgx.Conn) {
+		err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) (err error) {
+			out.applied[i], out.results[i], err = c.applyStage(ctx, tx, i, entries)
+			return err
+		})
+		if err != nil {
+			out.failed[i] = &stageError{stage: i, err: fmt.Errorf("%s: %w", c.group.Stages[i].Name, err)}
+		}
+	}
+	first, keysFailed := 0, false
+	if c.group.Stages[0].Keys {
+		applyOn(0, conn)
+		first, keysFailed = 1, out.failed[0] != nil
+	}
+	var running sync.WaitGroup
+	for i := first; i < len(c.group.Stages); i++ {
+		if keysFailed && c.group.Stages[i].WaitsForKeys() {
+			out.failed[i] = errWaitingForKeys
+			continue
+		}
+		db := conn
+		if i > first {
+			helper, err := c.helper(ctx, i)
+			if err != nil {
+				out.failed[i] = &stageError{stage: i, err: err}
+				continue
+			}
+			db = helper
+		}
+		running.Go(func() { applyOn(i, db) })
+	}
+	running.Wait()
+	return out, nil
+}
+
+// helper returns the session that applies stage i in parallel batches,
+// connecting it the first time.
+func (c *Consumer) helper(ctx context.Context, i int) (*pgx.Conn, error) {
+	if c.helpers[i] == nil || c.helpers[i].IsClosed() {
+		conn, err := connectProjectionSession(ctx, c.pool, SessionName(c.worker)+"/"+c.group.Stages[i].Name)
+		if err != nil {
+			return nil, err
+		}
+		c.helpers[i] = conn
+	}
+	return c.helpers[i], nil
+}
+
+// closeHelpers closes the helper sessions.
+func (c *Consumer) closeHelpers(ctx context.Context) {
+	for i, conn := range c.helpers {
+		if conn != nil {
+			conn.Close(ctx)
+			c.helpers[i] = nil
+		}
+	}
+}
+
+// errWaitingForKeys marks the stages left out of a batch because the key
 // stage, which they wait for, failed it.
+var errWaitingForKeys = fmt.Errorf("waiting for the key stage %s: %w", projections.EventKeys.Name, errKeysFailed)
+
+// sessionFault reports whether err is not the statement's fault but the
+// session's: no answer from the server, or one that ends or cuts the
+// session (an operator's intervention, a connection exception).
+func sessionFault(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return true
+	}
+	return pgerrcode.IsOperatorIntervention(pgErr.Code) || pgerrcode.IsConnectionException(pgErr.Code)
+}
+
+// errKeysFailed is why stages are left out of a batch: the key stage,
+// which they wait for, failed it.
 var errKeysFailed = errors.New("the key stage failed this batch")
 
 // applyStage applies the entries above stage i's checkpoint to it in tx

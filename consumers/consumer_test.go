@@ -2,14 +2,17 @@ package consumers
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -252,5 +255,94 @@ func TestRedeliveryAfterCommitIsNotAppliedTwice(t *testing.T) {
 	}
 	if got := s.deadLetterAttempts(t); !reflect.DeepEqual(got, []int32{1, 1, 1}) {
 		t.Errorf("dead letter attempts %v after a redelivery past the checkpoint, want still 1", got)
+	}
+}
+
+// A backlog applied in one large batch, each projection in a transaction
+// of its own and in parallel (the key stage first), leaves the same tables
+// as the same events applied in small batches of one transaction each.
+func TestParallelBatchesApplyAsSmallOnesDo(t *testing.T) {
+	t.Parallel()
+	parallel, together := newTestStream(t), newTestStream(t)
+	var bodies []string
+	for task := range 400 {
+		for day := 1; day <= 3; day++ {
+			bodies = append(bodies, fmt.Sprintf(`{"event":"task.completed","task_id":"p%d","completed_at":"2024-01-%02dT10:00:00Z"}`, task, 10-day))
+		}
+		if task%7 == 0 {
+			bodies = append(bodies, fmt.Sprintf(`{"event":"task.reopened","task_id":"p%d","reopened_at":"2024-01-09T11:00:00Z"}`, task))
+		}
+	}
+	bodies = append(bodies, "not json", `{"event":"task.completed","task_id":"p1","completed_at":"2024-01-09T10:00:00Z"}`)
+	var last uint64
+	for _, body := range bodies {
+		// The same message in both streams, so that they differ in nothing.
+		msg := func(s *testStream) *nats.Msg { return nats.NewMsg(s.cfg.Subject("tallyfy", "")) }
+		if rec, err := eventlog.NewRecord("tallyfy", []byte(body), time.Now()); err == nil {
+			msg = func(s *testStream) *nats.Msg { return rec.Message(s.cfg.Subject("tallyfy", "")) }
+		}
+		for _, s := range []*testStream{parallel, together} {
+			m := msg(s)
+			if m.Data == nil {
+				m.Data = []byte(body)
+			}
+			ack, err := s.js.PublishMsg(context.Background(), m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			last = max(last, ack.Sequence) // a duplicate answers its original's
+			if strings.Contains(body, `"p1",`) && strings.Contains(body, "-09T") {
+				// Stored again past JetStream's dedup, as after its window:
+				// the key stage finds a repeat, which the policies drop.
+				m.Header.Del(nats.MsgIdHdr)
+				if ack, err = s.js.PublishMsg(context.Background(), m); err != nil {
+					t.Fatal(err)
+				}
+				last = max(last, ack.Sequence)
+			}
+		}
+	}
+	if len(bodies) < parallelFrom {
+		t.Fatalf("%d events do not make a parallel batch", len(bodies))
+	}
+
+	together.runUntilApplied(t, last)
+
+	ctx := context.Background()
+	conn, err := connectProjectionSession(ctx, parallel.pool, "test-parallel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	c := parallel.consumers(t)[0]
+	defer c.closeHelpers(ctx)
+	if err := c.readCheckpoints(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.applyBatch(ctx, conn, entries(t, parallel.redeliver(t))); err != nil {
+		t.Fatal(err)
+	}
+	if slices.IndexFunc(c.helpers, func(h *pgx.Conn) bool { return h != nil }) < 0 {
+		t.Fatal("the batch was not applied in parallel")
+	}
+
+	queries := []string{
+		"SELECT projection, stream_seq, reason FROM dead_letters ORDER BY projection, stream_seq",
+		"SELECT dedup_key, stream_seq, body_digest FROM event_keys.keys ORDER BY dedup_key",
+		"SELECT * FROM event_keys.repeats ORDER BY stream_seq",
+		"SELECT stream_seq, task_id, event, dedup_key FROM timeline.events ORDER BY stream_seq",
+	}
+	for _, p := range projections.Every {
+		queries = append(queries, "SELECT partition, last_seq FROM "+p.Name+".checkpoint ORDER BY partition")
+	}
+	for _, p := range projections.All {
+		queries = append(queries, "SELECT * FROM "+p.Name+".completions ORDER BY task_id, completed_at",
+			"SELECT * FROM "+p.Name+".task_state ORDER BY task_id")
+	}
+	for _, q := range queries {
+		got, want := testenv.Rows(t, parallel.pool, q), testenv.Rows(t, together.pool, q)
+		if len(want) == 0 || !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: %d rows in parallel, %d in small batches, or they differ", q, len(got), len(want))
+		}
 	}
 }

@@ -64,11 +64,16 @@ func (p Position) IsZero() bool { return p.Seq == 0 && p.At.IsZero() }
 // Keep is order-independent and Keep(p, Keep(p, a) ++ b) equals
 // Keep(p, a ++ b): that is what lets the read models be batched upserts.
 func Keep(p Policy, cs []Completion) []Completion {
-	kept := map[[2]string]Completion{}
+	type slotOf struct {
+		task    string
+		sec     int64 // the completion time, for PolicyAll
+		nanosec int
+	}
+	kept := make(map[slotOf]Completion, len(cs))
 	for _, c := range cs {
-		slot := [2]string{c.TaskID}
+		slot := slotOf{task: c.TaskID}
 		if p == PolicyAll {
-			slot[1] = c.CompletedAt.Format(time.RFC3339Nano)
+			slot.sec, slot.nanosec = c.CompletedAt.Unix(), c.CompletedAt.Nanosecond()
 		}
 		old, seen := kept[slot]
 		pos, oldPos := Position{c.CompletedAt, c.Seq}, Position{old.CompletedAt, old.Seq}
@@ -104,7 +109,7 @@ func (s TaskState) Reopened() bool {
 // task, keeping the latest of each; other events are ignored. The result is
 // ordered by task and independent of the order of rs.
 func FoldStates(rs []Recorded) []TaskState {
-	states := map[string]TaskState{}
+	states := make(map[string]TaskState, len(rs))
 	for _, r := range rs {
 		if !r.IsCompletion() && !r.IsReopen() {
 			continue

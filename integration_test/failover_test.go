@@ -201,37 +201,44 @@ func readStream(t *testing.T, js jetstream.JetStream, stream string, last uint64
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var cons jetstream.Consumer
-	eventually(t, "an ordered consumer of the stream", func() bool { // the cluster may still be settling
-		var err error
-		cons, err = js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
-		return err == nil
-	})
 	out := map[uint64]storedMessage{}
+	var cons jetstream.Consumer
 	for seq := uint64(0); seq < last; {
+		if cons == nil {
+			// From where the last one stopped: the cluster may still be
+			// settling, and a consumer's server may go with a new leader.
+			eventually(t, "an ordered consumer of the stream", func() bool {
+				var err error
+				cons, err = js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
+					DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: seq + 1})
+				return err == nil
+			})
+		}
 		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(5*time.Second))
+		if err == nil {
+			from := seq
+			for m := range batch.Messages() {
+				meta, err := m.Metadata()
+				if err != nil {
+					t.Fatal(err)
+				}
+				var body struct {
+					TaskID string `json:"task_id"`
+				}
+				_ = json.Unmarshal(m.Data(), &body)
+				seq = meta.Sequence.Stream
+				out[seq] = storedMessage{key: m.Headers().Get(nats.MsgIdHdr), task: body.TaskID}
+			}
+			if err = batch.Error(); err == nil && seq == from {
+				err = fmt.Errorf("no event after %d", seq)
+			}
+		}
 		if err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			meta, err := m.Metadata()
-			if err != nil {
-				t.Fatal(err)
+			if ctx.Err() != nil {
+				t.Fatalf("reading the stream stopped at %d of %d: %v", seq, last, err)
 			}
-			var body struct {
-				TaskID string `json:"task_id"`
-			}
-			_ = json.Unmarshal(m.Data(), &body)
-			seq = meta.Sequence.Stream
-			out[seq] = storedMessage{key: m.Headers().Get(nats.MsgIdHdr), task: body.TaskID}
-			n++
-		}
-		if err := batch.Error(); err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			t.Fatalf("the stream ended at %d, before its last sequence %d", seq, last)
+			cons = nil // read on with a new consumer
+			continue
 		}
 	}
 	return out
