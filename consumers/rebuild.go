@@ -2,8 +2,10 @@ package consumers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -11,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/taskledger/taskledger/domain"
 	"github.com/taskledger/taskledger/eventlog"
 	"github.com/taskledger/taskledger/projections"
 )
@@ -60,7 +63,14 @@ type Rebuild struct {
 	// adopting ignores the live checkpoint, which counts in another
 	// stream: see StartAdopting.
 	adopting bool
+	// helpers are the sessions that apply shares of a batch beside conn
+	// (see replayShares), connected on first use.
+	helpers []*pgx.Conn
 }
+
+// rebuildShares is how many sessions replay a policy's or the timeline's
+// batch at once, each the events of its share of the tasks.
+const rebuildShares = 3
 
 // Start takes the projection's rebuild lock and prepares an empty shadow
 // schema, dropping whatever an interrupted rebuild left. It returns
@@ -150,6 +160,11 @@ func (b *Rebuild) Run(ctx context.Context, report func(Progress)) (err error) {
 		// lock, may outlive Close for a moment.
 		_ = projections.UnlockRebuild(ctx, b.conn, b.proj.Name)
 		b.conn.Close(ctx)
+		for _, h := range b.helpers {
+			if h != nil {
+				h.Close(ctx)
+			}
+		}
 	}()
 	opts := b.rb.opts
 	reader, err := OpenReader(ctx, b.rb.js, opts, 1)
@@ -174,12 +189,15 @@ func (b *Rebuild) Run(ctx context.Context, report func(Progress)) (err error) {
 		}
 		if len(entries) > 0 {
 			empties = 0
-			err := pgx.BeginFunc(ctx, b.conn, func(tx pgx.Tx) error {
-				if err := b.applyShadow(ctx, tx, entries); err != nil {
-					return err
-				}
-				return b.proj.RecordProgress(ctx, tx, b.applied, max(target, b.applied))
-			})
+			err := b.replayShares(ctx, entries)
+			if err == nil {
+				err = pgx.BeginFunc(ctx, b.conn, func(tx pgx.Tx) error {
+					if err := b.setShadowCheckpoint(ctx, tx, entries); err != nil {
+						return err
+					}
+					return b.proj.RecordProgress(ctx, tx, b.applied, max(target, b.applied))
+				})
+			}
 			if err != nil {
 				return fmt.Errorf("rebuild %s into %s: %w", b.proj.Name, b.proj.ShadowSchema(), err)
 			}
@@ -287,12 +305,82 @@ func (b *Rebuild) applyShadow(ctx context.Context, tx pgx.Tx, entries []projecti
 	if _, err := b.proj.ApplyEntries(ctx, tx, b.proj.ShadowSchema(), entries); err != nil {
 		return err
 	}
+	return b.setShadowCheckpoint(ctx, tx, entries)
+}
+
+// setShadowCheckpoint moves the shadow's checkpoint to the last of
+// entries, applied.
+func (b *Rebuild) setShadowCheckpoint(ctx context.Context, tx pgx.Tx, entries []projections.Entry) error {
 	last := entries[len(entries)-1].Message.Seq
 	if err := projections.SetCheckpoint(ctx, tx, b.proj.ShadowSchema(), last); err != nil {
 		return err
 	}
 	b.applied = last
 	return nil
+}
+
+// replayShares applies entries to the shadow before the swap. A policy's
+// or the timeline's are split by task into rebuildShares shares, each
+// applied in a transaction of its own on a session of its own, at once: a
+// task's events stay in order in one share, and the read models keep
+// nothing across tasks. The shadow serves nothing until the swap, and an
+// interrupted rebuild starts over with a fresh one, so shares committed
+// apart do no harm; the checkpoint moves only once every share committed.
+// The key stage decides across tasks (a key may come back on another
+// task), so it is applied in one transaction.
+func (b *Rebuild) replayShares(ctx context.Context, entries []projections.Entry) error {
+	if b.proj.Keys {
+		return pgx.BeginFunc(ctx, b.conn, func(tx pgx.Tx) error {
+			_, err := b.proj.ApplyEntries(ctx, tx, b.proj.ShadowSchema(), entries)
+			return err
+		})
+	}
+	shares := make([][]projections.Entry, rebuildShares)
+	for _, e := range entries {
+		share := 0 // an event that does not decode belongs to no task
+		if e.DecodeErr == nil {
+			share = domain.Partition(e.Record.TaskID, rebuildShares)
+		}
+		shares[share] = append(shares[share], e)
+	}
+	var running sync.WaitGroup
+	errs := make([]error, rebuildShares)
+	for i, share := range shares {
+		if len(share) == 0 {
+			continue
+		}
+		db := b.conn
+		if i > 0 {
+			var err error
+			if db, err = b.helper(ctx, i); err != nil {
+				return err
+			}
+		}
+		running.Go(func() {
+			errs[i] = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+				_, err := b.proj.ApplyEntries(ctx, tx, b.proj.ShadowSchema(), share)
+				return err
+			})
+		})
+	}
+	running.Wait()
+	return errors.Join(errs...)
+}
+
+// helper returns the session that replays share i, connecting it the first
+// time.
+func (b *Rebuild) helper(ctx context.Context, i int) (*pgx.Conn, error) {
+	if b.helpers == nil {
+		b.helpers = make([]*pgx.Conn, rebuildShares)
+	}
+	if b.helpers[i] == nil {
+		conn, err := connectProjectionSession(ctx, b.rb.pool, fmt.Sprintf("taskledger-rebuild-%s/%d", b.proj.Name, i))
+		if err != nil {
+			return nil, err
+		}
+		b.helpers[i] = conn
+	}
+	return b.helpers[i], nil
 }
 
 func (b *Rebuild) targetSeq(ctx context.Context) (uint64, error) {

@@ -2,6 +2,7 @@ package integration_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strconv"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/taskledger/taskledger/domain"
 	"github.com/taskledger/taskledger/eventlog"
 	"github.com/taskledger/taskledger/internal/loadgen"
+	"github.com/taskledger/taskledger/internal/testenv"
 	"github.com/taskledger/taskledger/projections"
 )
 
@@ -30,7 +32,7 @@ func benchEventCount(b *testing.B) int {
 
 // BenchmarkRebuild measures how fast a projection is rebuilt from a stream
 // of TASKLEDGER_BENCH_EVENTS webhook events while the live projections
-// apply the same stream, beside the ceilings of its two
+// keep applying new events (liveRate a second), beside the ceilings of its two
 // parts measured in the same run: JetStream publishing those events
 // (asynchronously, as fast as the server takes them) and Postgres COPY of as
 // many rows into a table shaped like the read model.
@@ -77,6 +79,14 @@ func BenchmarkRebuild(b *testing.B) {
 		Wait: 200 * time.Millisecond, Linger: 5 * time.Millisecond,
 	}, testLogger(b))
 	bd.svc.Start()
+	// The live projections apply the stored events first (not timed), then
+	// new traffic while the rebuild runs.
+	testenv.Poll(b, 10*time.Minute, "the live projections to apply the stored events", func() bool {
+		return bd.applied(b, info.State.LastSeq)
+	})
+	trafficCtx, stopTraffic := context.WithCancel(ctx)
+	liveEvents := make(chan int, 1)
+	go func() { liveEvents <- publishLive(trafficCtx, b, bd) }()
 	b.ResetTimer()
 	for b.Loop() {
 		rb, err := rebuilder.Start(ctx, p)
@@ -88,6 +98,17 @@ func BenchmarkRebuild(b *testing.B) {
 		}
 	}
 	b.StopTimer()
+	stopTraffic()
+	live := <-liveEvents
+	if live == 0 {
+		b.Fatal("no live traffic during the rebuild")
+	}
+	if info, err = stream.Info(ctx); err != nil {
+		b.Fatal(err)
+	}
+	testenv.Poll(b, time.Minute, "the live projections to apply the new events", func() bool {
+		return bd.applied(b, info.State.LastSeq)
+	})
 	// The figure counts only if the rebuild is whole: every stored key (in
 	// the key stage the rebuild waited for), and every distinct completion,
 	// once.
@@ -102,12 +123,38 @@ func BenchmarkRebuild(b *testing.B) {
 		(SELECT count(*) FROM completions_all.completions)`).Scan(&keys, &rows); err != nil {
 		b.Fatal(err)
 	}
-	if keys != int(stored) || rows != len(completions) {
-		b.Fatalf("rebuilt completions_all holds %d keys and %d completions, want %d and %d", keys, rows, stored, len(completions))
+	if keys != int(info.State.Msgs) || rows != len(completions)+live {
+		b.Fatalf("rebuilt completions_all holds %d keys and %d completions, want %d and %d", keys, rows, info.State.Msgs, len(completions)+live)
 	}
 	b.ReportMetric(float64(stored)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
 	b.ReportMetric(copyRate, "copy-rows/s")
 	b.ReportMetric(publishRate, "publish-msgs/s")
 	b.ReportMetric(float64(stored), "events")
-	b.ReportMetric(float64(info.State.Bytes)/float64(stored), "stream-bytes/event")
+	b.ReportMetric(float64(info.State.Bytes)/float64(info.State.Msgs), "stream-bytes/event")
+}
+
+// liveRate is how many new events a second reach the live projections
+// while BenchmarkRebuild rebuilds.
+const liveRate = 500
+
+// publishLive stores a completion of a new task liveRate times a second
+// until ctx ends, and returns how many it stored.
+func publishLive(ctx context.Context, b *testing.B, bd *bundle) int {
+	tick := time.NewTicker(time.Second / liveRate)
+	defer tick.Stop()
+	for n := 0; ; n++ {
+		select {
+		case <-ctx.Done():
+			return n
+		case <-tick.C:
+		}
+		rec, err := eventlog.NewRecord("bench", []byte(completion(fmt.Sprintf("live-%d", n), "2024-01-15T10:30:00Z")), time.Now())
+		if err == nil {
+			_, err = bd.js.PublishMsg(context.WithoutCancel(ctx), rec.Message(bd.env.SubjectPrefix+".bench"))
+		}
+		if err != nil {
+			b.Error(err)
+			return n
+		}
+	}
 }
