@@ -39,7 +39,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg, positional, err := load(cmd, args, stdout, func(fs *flag.FlagSet) {
 		fs.IntVar(&events, "events", 20_000, "webhooks to send")
 		fs.IntVar(&senders, "concurrency", 16, "concurrent senders")
-		fs.BoolVar(&rebuild, "rebuild", false, "then rebuild completions_all from the stream while the live projections run")
+		fs.BoolVar(&rebuild, "rebuild", false, "also rebuild completions_all, started once half the webhooks are stored: it replays under the load and must catch up with it to swap")
 	})
 	if err != nil {
 		return err
@@ -63,7 +63,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		events, len(traffic.Tasks), senders, syncLabel(cfg))
 
 	publish, err := loadgen.PublishCeiling(ctx, svc.JetStream(), eventlog.StreamConfig{DuplicateWindow: cfg.DuplicateWindow,
-		Replicas: cfg.StreamReplicas}, traffic.Bodies, senders)
+		Replicas: cfg.StreamReplicas}, traffic.Bodies, senders, svc.GroupSyncDir())
 	if err != nil {
 		return err
 	}
@@ -80,27 +80,41 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	srv := &http.Server{Handler: svc.Handler()}
 	go srv.Serve(ln)                               //nolint:errcheck // ends with Shutdown below
 	defer srv.Shutdown(context.WithoutCancel(ctx)) //nolint:errcheck // best effort
+	var rebuilt rebuildRun
+	rebuildDone := make(chan error, 1)
+	if rebuild {
+		go func() {
+			var err error
+			if err = waitStored(ctx, svc, uint64(len(traffic.Bodies)/2)); err == nil {
+				rebuilt, err = timeRebuild(ctx, svc)
+			}
+			rebuildDone <- err
+		}()
+	}
 	ingest, err := loadgen.Send(ctx, "http://"+ln.Addr().String()+"/v1/webhooks/bench", traffic.Bodies, senders, svc.Lag)
 	if err != nil {
 		return err
 	}
-
-	var rebuilt float64
+	sent := time.Now()
 	if rebuild {
-		if rebuilt, err = timeRebuild(ctx, svc); err != nil {
+		if err := <-rebuildDone; err != nil {
 			return err
 		}
 	}
 
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "\tthroughput\tof its ceiling\tp50\tp99\t")
-	fmt.Fprintf(tw, "JetStream publish, raw (ceiling)\t%.0f msg/s\t\t%s\t%s\t\n", publish.PerSecond, ms(publish.Latency.Percentile(50)), ms(publish.Latency.Percentile(99)))
+	publishLabel := "JetStream publish, raw (ceiling)"
+	if svc.GroupSyncDir() != "" {
+		publishLabel = "JetStream publish + group fsync, raw (ceiling)"
+	}
+	fmt.Fprintf(tw, "%s\t%.0f msg/s\t\t%s\t%s\t\n", publishLabel, publish.PerSecond, ms(publish.Latency.Percentile(50)), ms(publish.Latency.Percentile(99)))
 	fmt.Fprintf(tw, "Postgres COPY, raw (ceiling)\t%.0f rows/s\t\t\t\t\n", copyRate)
 	fmt.Fprintf(tw, "Webhook ingest over HTTP\t%.0f req/s\t%.2fx publish\t%s\t%s\t\n", ingest.PerSecond, ingest.PerSecond/publish.PerSecond,
 		ms(ingest.Latency.Percentile(50)), ms(ingest.Latency.Percentile(99)))
 	fmt.Fprintf(tw, "Projections, each of 3 policies\t%.0f events/s\t%.2fx COPY\t\t\t\n", ingest.ProjectedRate, ingest.ProjectedRate/copyRate)
 	if rebuild {
-		fmt.Fprintf(tw, "Rebuild of completions_all\t%.0f events/s\t%.2fx COPY\t\t\t\n", rebuilt, rebuilt/copyRate)
+		fmt.Fprintf(tw, "Rebuild of completions_all\t%.0f events/s\t%.2fx COPY\t\t\t\n", rebuilt.perSecond, rebuilt.perSecond/copyRate)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -108,25 +122,63 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "\ningest: %d accepted (202), %d duplicates (200), %d other\n", ingest.Accepted, ingest.Duplicates, ingest.Other)
 	fmt.Fprintf(stdout, "projection lag: at most %d events during the load; caught up %s after the last request\n",
 		ingest.MaxLag, ingest.CaughtUpAfter.Round(time.Millisecond))
+	if rebuild {
+		when := "while the load still ran"
+		if rebuilt.swapped.After(sent) {
+			when = fmt.Sprintf("%s after the last request", rebuilt.swapped.Sub(sent).Round(time.Millisecond))
+		}
+		fmt.Fprintf(stdout, "rebuild: started with %d events stored, replayed %d and swapped in %s, %s\n",
+			rebuilt.startedAt, rebuilt.applied, rebuilt.took.Round(time.Millisecond), when)
+	}
 	if ingest.Other > 0 {
 		return fmt.Errorf("%d requests were not answered 202 or 200", ingest.Other)
 	}
 	return nil
 }
 
+// rebuildRun is what timeRebuild measured.
+type rebuildRun struct {
+	startedAt, applied uint64 // the stream's last sequence at the start; events replayed
+	took               time.Duration
+	swapped            time.Time
+	perSecond          float64
+}
+
 // timeRebuild rebuilds completions_all from the whole stream, the live
-// projections running meanwhile, and returns events replayed per second.
-func timeRebuild(ctx context.Context, svc *service.Service) (float64, error) {
+// projections running meanwhile, until it is swapped in.
+func timeRebuild(ctx context.Context, svc *service.Service) (rebuildRun, error) {
+	var run rebuildRun
+	var err error
+	if run.startedAt, err = svc.StreamLastSeq(ctx); err != nil {
+		return run, err
+	}
 	rb, err := svc.Rebuilder().Start(ctx, projections.ForPolicy(domain.PolicyAll))
 	if err != nil {
-		return 0, err
+		return run, err
 	}
 	start := time.Now()
-	var applied uint64
-	if err := rb.Run(ctx, func(p consumers.Progress) { applied = p.Applied }); err != nil {
-		return 0, err
+	if err := rb.Run(ctx, func(p consumers.Progress) { run.applied = p.Applied }); err != nil {
+		return run, err
 	}
-	return float64(applied) / time.Since(start).Seconds(), nil
+	run.swapped = time.Now()
+	run.took = run.swapped.Sub(start)
+	run.perSecond = float64(run.applied) / run.took.Seconds()
+	return run, nil
+}
+
+// waitStored waits until the stream holds at least n events.
+func waitStored(ctx context.Context, svc *service.Service, n uint64) error {
+	for {
+		last, err := svc.StreamLastSeq(ctx)
+		if err != nil || last >= n {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // benchConfig points cfg at a fresh database named after the configured

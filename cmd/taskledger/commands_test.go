@@ -293,13 +293,13 @@ func TestBenchCommand(t *testing.T) {
 	dbURL := testenv.NewDatabase(t)
 	var out bytes.Buffer
 	err := run(context.Background(), []string{"bench", "--events", "300", "--concurrency", "4", "--rebuild",
-		"-database-url", dbURL, "-nats-sync", "1s"}, &out, io.Discard)
+		"-database-url", dbURL}, &out, io.Discard)
 	if err != nil {
 		t.Fatalf("bench: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"JetStream publish, raw (ceiling)", "Postgres COPY, raw (ceiling)",
+	for _, want := range []string{"JetStream publish + group fsync, raw (ceiling)", "Postgres COPY, raw (ceiling)",
 		"Webhook ingest over HTTP", "x publish", "Projections, each of 3 policies", "x COPY",
-		"Rebuild of completions_all", "0 other", "caught up"} {
+		"Rebuild of completions_all", "0 other", "caught up", "rebuild: started with", "swapped in"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("bench output lacks %q:\n%s", want, out.String())
 		}

@@ -42,14 +42,26 @@ func TimeConcurrently(n, workers int, do func(i int)) Rate {
 
 // PublishCeiling publishes the bodies, as ingest would, straight into a
 // scratch stream configured like like (name and subjects aside), from
-// senders concurrent publishers each waiting for its acknowledgement.
-func PublishCeiling(ctx context.Context, js jetstream.JetStream, like eventlog.StreamConfig, bodies []string, senders int) (Rate, error) {
+// senders concurrent publishers each waiting for its acknowledgement. With
+// syncStoreDir (an embedded server's store whose appends ingest puts on
+// disk, see eventlog.GroupSync) each publisher also waits for that, as
+// ingest does.
+func PublishCeiling(ctx context.Context, js jetstream.JetStream, like eventlog.StreamConfig, bodies []string, senders int, syncStoreDir string) (Rate, error) {
 	scratch := like
 	scratch.Name, scratch.SubjectPrefix = "TASKLEDGER_BENCH_CEILING", "taskledger.bench-ceiling"
 	if _, err := eventlog.EnsureStream(ctx, js, scratch); err != nil {
 		return Rate{}, err
 	}
 	defer js.DeleteStream(context.WithoutCancel(ctx), scratch.Name) //nolint:errcheck // best effort
+	durable := func() error { return nil }
+	if syncStoreDir != "" {
+		g, err := eventlog.NewGroupSync(syncStoreDir, scratch.Name)
+		if err != nil {
+			return Rate{}, err
+		}
+		defer g.Close()
+		durable = func() error { return g.Sync(ctx) }
+	}
 	msgs := make([]eventlog.Record, 0, len(bodies))
 	for _, body := range bodies {
 		rec, err := eventlog.NewRecord("bench", []byte(body), time.Now())
@@ -61,7 +73,11 @@ func PublishCeiling(ctx context.Context, js jetstream.JetStream, like eventlog.S
 	var publishErr error
 	var mu sync.Mutex
 	r := TimeConcurrently(len(msgs), senders, func(i int) {
-		if _, err := js.PublishMsg(ctx, msgs[i].Message(scratch.Subject("bench", msgs[i].TaskID))); err != nil {
+		_, err := js.PublishMsg(ctx, msgs[i].Message(scratch.Subject("bench", msgs[i].TaskID)))
+		if err == nil {
+			err = durable()
+		}
+		if err != nil {
 			mu.Lock()
 			publishErr = err
 			mu.Unlock()

@@ -496,6 +496,15 @@ func (s *Service) stalls() map[string]string {
 	return out
 }
 
+// GroupSyncDir is the embedded server's store directory when ingest puts
+// every acknowledged append on disk (eventlog.GroupSync), else empty.
+func (s *Service) GroupSyncDir() string {
+	if s.groupSync == nil {
+		return ""
+	}
+	return embeddedStoreDir(s.cfg)
+}
+
 // JetStream is the service's JetStream handle.
 func (s *Service) JetStream() jetstream.JetStream { return s.js }
 
