@@ -3,6 +3,7 @@ package eventlog
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -79,4 +80,21 @@ func (p Position) lastSeqOn(ctx context.Context, subject string) (uint64, error)
 		return 0, fmt.Errorf("read last event on %s: %w", subject, resp.Error)
 	}
 	return resp.Message.Seq, nil
+}
+
+// FirstAfter is when the stream stored its first event after seq, on any
+// of its subjects; ok is false when it holds none yet.
+func (p Position) FirstAfter(ctx context.Context, seq uint64) (stored time.Time, ok bool, err error) {
+	s, err := p.js.Stream(ctx, p.cfg.Name)
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("read stream %s: %w", p.cfg.Name, err)
+	}
+	m, err := s.GetMsg(ctx, seq+1, jetstream.WithGetMsgSubject(p.cfg.AllSubjects()))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return time.Time{}, false, nil
+	}
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("read the event after %d: %w", seq, err)
+	}
+	return m.Time, true, nil
 }

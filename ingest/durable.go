@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -32,6 +33,11 @@ type DurableOptions struct {
 	MaxBatch int              // keys per query; 0 means 256
 	Workers  int              // queries in flight at once; 0 means 2
 	Now      func() time.Time // the clock; nil means time.Now
+	// FirstAfter, when set, reads when the stream stored its first event
+	// after a sequence (eventlog.Position.FirstAfter), and the tier keeps a
+	// filter of the keys the key stage recorded (see keyFilter), refreshed
+	// every second, to answer lookups of keys it never saw without a query.
+	FirstAfter func(ctx context.Context, seq uint64) (time.Time, bool, error)
 }
 
 // DurableTier answers the handler's lookups from the key stage's table.
@@ -50,6 +56,8 @@ type DurableTier struct {
 	failingUntil atomic.Int64
 	failing      atomic.Bool
 	queries      atomic.Int64
+	filter       *keyFilter // nil without StreamEnd
+	filtered     atomic.Int64
 }
 
 type recall struct {
@@ -73,21 +81,23 @@ func NewDurableTier(db projections.DB, opts DurableOptions, log zerolog.Logger) 
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &DurableTier{db: db, opts: opts, log: log, requests: make(chan recall, 4*opts.MaxBatch)}
+	d := &DurableTier{db: db, opts: opts, log: log, requests: make(chan recall, 4*opts.MaxBatch)}
+	if opts.FirstAfter != nil {
+		d.filter = newKeyFilter(opts.FirstAfter)
+	}
+	return d
 }
 
-// Run answers lookups until ctx ends.
+// Run answers lookups, and refreshes the key filter, until ctx ends.
 func (d *DurableTier) Run(ctx context.Context) {
-	done := make(chan struct{})
-	for range d.opts.Workers {
-		go func() {
-			defer func() { done <- struct{}{} }()
-			d.work(ctx)
-		}()
+	var running sync.WaitGroup
+	if d.filter != nil {
+		running.Go(func() { d.refreshFilter(ctx) })
 	}
 	for range d.opts.Workers {
-		<-done
+		running.Go(func() { d.work(ctx) })
 	}
+	running.Wait()
 }
 
 func (d *DurableTier) work(ctx context.Context) {
@@ -140,9 +150,43 @@ func (d *DurableTier) answer(ctx context.Context, batch []recall) {
 	}
 }
 
+// refreshFilter refreshes the key filter every second until ctx ends. A
+// failed refresh leaves the filter as it was: its coverage ages, and
+// lookups go to Postgres once it no longer reaches past the window.
+func (d *DurableTier) refreshFilter(ctx context.Context) {
+	failed := false
+	for {
+		err := d.filter.refresh(ctx, d.db)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil && !failed {
+			d.log.Warn().Err(err).Msg("cannot refresh the durable dedup tier's key filter; looking keys up in Postgres")
+		}
+		failed = err != nil
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// filterHorizon is how far back the key filter must cover for a lookup to
+// trust it: JetStream's window, less a quarter of it for a difference
+// between this machine's clock and the NATS server's (which stamps events
+// and times the window).
+func (d *DurableTier) filterHorizon() time.Time {
+	return d.opts.Now().Add(-(d.opts.Window - d.opts.Window/4))
+}
+
 // Recall implements KeyMemory.
 func (d *DurableTier) Recall(ctx context.Context, key string) (projections.Original, bool) {
 	if time.Now().UnixNano() < d.failingUntil.Load() {
+		return projections.Original{}, false
+	}
+	if d.filter != nil && d.filter.absent(key, d.filterHorizon()) {
+		d.filtered.Add(1)
 		return projections.Original{}, false
 	}
 	r := recall{key: key, reply: make(chan recalled, 1)}

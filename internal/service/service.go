@@ -371,9 +371,10 @@ func (s *Service) routes() http.Handler {
 		}
 		appender := eventlog.NewAppender(s.nc, s.js, s.stream, s.streamConfig(), durable...)
 		keys := ingest.NewDurableTier(s.pool, ingest.DurableOptions{
-			Retention: s.cfg.DedupRetention,
-			Window:    s.cfg.DuplicateWindow,
-			Timeout:   s.cfg.DedupLookupTimeout,
+			Retention:  s.cfg.DedupRetention,
+			Window:     s.cfg.DuplicateWindow,
+			Timeout:    s.cfg.DedupLookupTimeout,
+			FirstAfter: s.position().FirstAfter,
 		}, s.log)
 		s.running.Go(func() { keys.Run(s.background) })
 		mux.Handle("POST /v1/webhooks/{source}", s.metrics.Webhooks(ingest.New(appender, ingest.Options{

@@ -1,0 +1,147 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/taskledger/taskledger/internal/testenv"
+	"github.com/taskledger/taskledger/projections"
+)
+
+// A Bloom filter never forgets a key it was given, and at capacity mistakes
+// about 1 % of others for given ones.
+func TestBloomHasNoFalseNegatives(t *testing.T) {
+	t.Parallel()
+	const n = 100_000
+	b := newBloom(n)
+	for i := range n {
+		b.add(fmt.Sprintf("tallyfy:id:%d", i))
+	}
+	falsePositives := 0
+	for i := range n {
+		if !b.mayContain(fmt.Sprintf("tallyfy:id:%d", i)) {
+			t.Fatalf("key %d added and not found", i)
+		}
+		if b.mayContain(fmt.Sprintf("tallyfy:derived:%d", i)) {
+			falsePositives++
+		}
+	}
+	if rate := float64(falsePositives) / n; rate > 0.03 {
+		t.Errorf("%.2f %% false positives at capacity, want about 1 %%", 100*rate)
+	}
+}
+
+// keyFilterBundle is a migrated database whose key stage records keys as
+// a stand-in stream (the times it stored each sequence) grows.
+type keyFilterBundle struct {
+	tier   *DurableTier
+	db     projections.DB
+	mu     sync.Mutex
+	stored []time.Time // by sequence - 1
+}
+
+func newKeyFilterBundle(t *testing.T, window time.Duration) *keyFilterBundle {
+	t.Helper()
+	b := &keyFilterBundle{db: testenv.NewMigratedPool(t)}
+	b.tier = NewDurableTier(b.db, DurableOptions{Retention: 24 * time.Hour, Window: window, Timeout: time.Minute,
+		FirstAfter: b.firstAfter}, zerolog.Nop())
+	return b
+}
+
+func (b *keyFilterBundle) firstAfter(_ context.Context, seq uint64) (time.Time, bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if seq >= uint64(len(b.stored)) {
+		return time.Time{}, false, nil
+	}
+	return b.stored[seq], true, nil
+}
+
+// store stores an event under key at the stream's next sequence, at time
+// at, and when applied records its key (as stored an hour ago) and moves
+// the key stage's checkpoint there.
+func (b *keyFilterBundle) store(t *testing.T, key string, at time.Time, applied bool) {
+	t.Helper()
+	b.mu.Lock()
+	b.stored = append(b.stored, at)
+	seq := len(b.stored)
+	b.mu.Unlock()
+	if !applied {
+		return
+	}
+	ctx := context.Background()
+	if _, err := b.db.Exec(ctx, `INSERT INTO event_keys.keys VALUES ($1, $2, 'digest', $3)`, key, int64(seq), time.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.db.Exec(ctx, `UPDATE event_keys.checkpoint SET last_seq = $1`, int64(seq)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (b *keyFilterBundle) refresh(t *testing.T) {
+	t.Helper()
+	if err := b.tier.filter.refresh(context.Background(), b.db); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// recall looks key up and reports whether Postgres was asked.
+func (b *keyFilterBundle) recall(t *testing.T, key string) (found, queried bool) {
+	t.Helper()
+	before := b.tier.queries.Load()
+	_, found = b.tier.Recall(context.Background(), key)
+	return found, b.tier.queries.Load() != before
+}
+
+// While every event the filter has not loaded is newer than the window, a
+// key never recorded is answered without a query, and a recorded one is
+// still found in Postgres; while the key stage lags behind an event older
+// than the window, every lookup queries.
+func TestKeyFilterSkipsQueriesOnlyWhileItCoversTheWindow(t *testing.T) {
+	t.Parallel()
+	b := newKeyFilterBundle(t, time.Minute)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	for range b.tier.opts.Workers {
+		go b.tier.work(ctx)
+	}
+	if _, queried := b.recall(t, "s:before"); !queried {
+		t.Error("a lookup before the filter's first refresh skipped Postgres")
+	}
+	b.store(t, "s:old", time.Now().Add(-time.Hour), true)
+	b.refresh(t)
+	if found, queried := b.recall(t, "s:new"); found || queried {
+		t.Errorf("a key never recorded: found %v, queried %v; want neither", found, queried)
+	}
+	if found, queried := b.recall(t, "s:old"); !found || !queried {
+		t.Errorf("a recorded key: found %v, queried %v; want found in Postgres", found, queried)
+	}
+
+	b.store(t, "s:recent", time.Now(), false) // not applied yet, within the window
+	b.refresh(t)
+	if _, queried := b.recall(t, "s:other"); queried {
+		t.Error("with only an event within the window not applied, a lookup queried")
+	}
+
+	b.store(t, "s:lagging", time.Now().Add(-10*time.Minute), false) // as if stored long ago and not applied
+	b.mu.Lock()
+	b.stored[1], b.stored[2] = b.stored[2], b.stored[1] // the old one first after the checkpoint
+	b.mu.Unlock()
+	b.refresh(t)
+	if _, queried := b.recall(t, "s:other"); !queried {
+		t.Error("with the key stage behind an event older than the window, a lookup skipped Postgres")
+	}
+	b.store(t, "s:caught-up", time.Now(), true) // the key stage applies through it
+	b.refresh(t)
+	if found, queried := b.recall(t, "s:caught-up"); !found || !queried {
+		t.Errorf("a key recorded once the key stage caught up: found %v, queried %v", found, queried)
+	}
+	if _, queried := b.recall(t, "s:other"); queried {
+		t.Error("caught up again, a key never recorded was still looked up")
+	}
+}
