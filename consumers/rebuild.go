@@ -343,19 +343,21 @@ func (b *Rebuild) replayShares(ctx context.Context, entries []projections.Entry)
 		}
 		shares[share] = append(shares[share], e)
 	}
+	sessions := []*pgx.Conn{b.conn}
+	for i := 1; i < rebuildShares; i++ { // all of them before any share starts on b.conn
+		conn, err := b.helper(ctx, i)
+		if err != nil {
+			return err
+		}
+		sessions = append(sessions, conn)
+	}
 	var running sync.WaitGroup
 	errs := make([]error, rebuildShares)
 	for i, share := range shares {
 		if len(share) == 0 {
 			continue
 		}
-		db := b.conn
-		if i > 0 {
-			var err error
-			if db, err = b.helper(ctx, i); err != nil {
-				return err
-			}
-		}
+		db := sessions[i]
 		running.Go(func() {
 			errs[i] = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 				_, err := b.proj.ApplyEntries(ctx, tx, b.proj.ShadowSchema(), share)

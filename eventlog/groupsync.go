@@ -27,17 +27,19 @@ import (
 // The file store recovers from its message blocks: at start it checks its
 // index against the last block's checksum and any newer blocks, and
 // rebuilds what is stale. So the blocks (and the directory entries of new
-// ones) are all that must be on disk.
+// ones) must be on disk, and the stream's own files (its configuration,
+// rewritten when the stream is declared), which NewGroupSync syncs once.
 type GroupSync struct {
 	dir string // the stream's message blocks
 
 	mu      sync.Mutex
-	running bool         // a round is under way, or about to start
-	waiting []chan error // calls for the next round
+	running bool                // a round is under way, or about to start
+	waiting []chan error        // calls for the next round
+	files   map[string]*os.File // open blocks, by name
+	closed  bool
 
 	// Used by the syncing goroutine only.
 	synced map[string]os.FileInfo // block name to the file as last fsynced
-	files  map[string]*os.File
 
 	rounds atomic.Uint64
 }
@@ -50,9 +52,21 @@ func NewGroupSync(storeDir, stream string) (*GroupSync, error) {
 		return nil, fmt.Errorf("find the message blocks of stream %s under %s: found %d directories (%v)", stream, storeDir, len(dirs), err)
 	}
 	g := &GroupSync{dir: dirs[0], synced: map[string]os.FileInfo{}, files: map[string]*os.File{}}
-	// What the store wrote before, the stream's creation included, is
-	// synced once now; its directories' entries too.
+	// What the store wrote before, the stream's declaration included (its
+	// configuration files, written without an fsync), is synced once now;
+	// the directories' entries too.
 	streamDir := filepath.Dir(g.dir)
+	entries, err := os.ReadDir(streamDir)
+	if err != nil {
+		return nil, fmt.Errorf("sync stream: %w", err)
+	}
+	for _, e := range entries {
+		if e.Type().IsRegular() {
+			if err := syncPath(filepath.Join(streamDir, e.Name())); err != nil {
+				return nil, err
+			}
+		}
+	}
 	for _, d := range []string{streamDir, filepath.Dir(streamDir)} {
 		if err := syncPath(d); err != nil {
 			return nil, err
@@ -88,10 +102,11 @@ func (g *GroupSync) Sync(ctx context.Context) error {
 // Rounds is how many fsync rounds have run.
 func (g *GroupSync) Rounds() uint64 { return g.rounds.Load() }
 
-// Close closes the block files it holds open.
+// Close closes the block files it holds open; a sync after it fails.
 func (g *GroupSync) Close() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.closed = true
 	for name, f := range g.files {
 		f.Close()
 		delete(g.files, name)
@@ -167,10 +182,7 @@ func (g *GroupSync) syncBlocks() error {
 	for name := range g.synced {
 		if !seen[name] {
 			delete(g.synced, name)
-			if f := g.files[name]; f != nil {
-				f.Close()
-				delete(g.files, name)
-			}
+			g.forget(name)
 			changedDir = true
 		}
 	}
@@ -182,11 +194,27 @@ func (g *GroupSync) syncBlocks() error {
 	return errors.Join(errs...)
 }
 
+// forget closes block name, gone from the store.
+func (g *GroupSync) forget(name string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if f := g.files[name]; f != nil {
+		f.Close()
+		delete(g.files, name)
+	}
+}
+
+// errClosed is the error of a sync after Close.
+var errClosed = errors.New("stream sync closed")
+
 // open returns the block file name, opened once for each file that has
 // that name (info): a block rewritten into a new file is opened anew.
 func (g *GroupSync) open(name string, info os.FileInfo) (*os.File, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.closed {
+		return nil, errClosed
+	}
 	if f := g.files[name]; f != nil {
 		if open, err := f.Stat(); err == nil && os.SameFile(open, info) {
 			return f, nil

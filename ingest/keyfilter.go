@@ -37,7 +37,11 @@ type keyFilter struct {
 	// Used by the refreshing goroutine only.
 	pending *bloom // a filter being loaded anew, answering once loaded
 	loaded  uint64 // the keys recorded through this stream sequence are in bloom (or pending)
+	table   uint32 // the oid of the key stage's table loaded from; a rebuild swaps in another
 }
+
+// keysTable is the key stage's table of keys.
+var keysTable = pgx.Identifier{projections.EventKeys.Name, "keys"}.Sanitize()
 
 // filterCapacity is how many keys a new filter is sized for; when the key
 // stage holds more it is loaded anew at twice the size.
@@ -59,6 +63,10 @@ func (f *keyFilter) absent(key string, since time.Time) bool {
 // refresh loads the keys the key stage recorded since the last refresh and
 // notes when the stream stored the first event after them.
 func (f *keyFilter) refresh(ctx context.Context, db projections.DB) error {
+	var table uint32
+	if err := db.QueryRow(ctx, "SELECT $1::regclass::oid", keysTable).Scan(&table); err != nil {
+		return fmt.Errorf("find the key stage's table: %w", err)
+	}
 	checkpoint, err := projections.Checkpoint(ctx, db, projections.EventKeys.Name)
 	if err != nil {
 		return err
@@ -71,13 +79,15 @@ func (f *keyFilter) refresh(ctx context.Context, db projections.DB) error {
 		b = f.pending
 	}
 	switch {
-	case checkpoint < f.loaded:
-		// The key stage now follows another stream: what the filter holds
-		// tells nothing of it. Answer nothing until a new one is loaded.
+	case table != f.table || checkpoint < f.loaded:
+		// A rebuild swapped in another table (whose keys up to loaded may
+		// differ: another stream, another retention), or the key stage
+		// moved back: what the filter holds may miss keys now recorded.
+		// Answer nothing until a new one is loaded.
 		f.mu.Lock()
 		f.covered = time.Time{}
 		f.mu.Unlock()
-		b, f.loaded = newBloom(filterCapacity), 0
+		b, f.loaded, f.table = newBloom(filterCapacity), 0, table
 	case b.count > b.capacity:
 		// Full: load a new one at twice the size, while this one goes on
 		// answering for what it holds.
@@ -107,8 +117,8 @@ func (f *keyFilter) refresh(ctx context.Context, db projections.DB) error {
 // load adds to b the keys recorded after f.loaded through checkpoint,
 // under the lock when b answers lookups.
 func (f *keyFilter) load(ctx context.Context, db projections.DB, b *bloom, live bool, checkpoint uint64) error {
-	rows, err := db.Query(ctx, "SELECT dedup_key FROM "+pgx.Identifier{projections.EventKeys.Name, "keys"}.Sanitize()+
-		" WHERE stream_seq > $1 AND stream_seq <= $2", int64(f.loaded), int64(checkpoint))
+	rows, err := db.Query(ctx, "SELECT dedup_key FROM "+keysTable+" WHERE stream_seq > $1 AND stream_seq <= $2",
+		int64(f.loaded), int64(checkpoint))
 	if err != nil {
 		return fmt.Errorf("load dedup keys: %w", err)
 	}

@@ -144,4 +144,20 @@ func TestKeyFilterSkipsQueriesOnlyWhileItCoversTheWindow(t *testing.T) {
 	if _, queried := b.recall(t, "s:other"); queried {
 		t.Error("caught up again, a key never recorded was still looked up")
 	}
+
+	// A rebuild swaps in another table holding keys at sequences the filter
+	// has loaded already (another stream adopted, a longer retention).
+	for _, sql := range []string{
+		`ALTER TABLE event_keys.keys RENAME TO keys_before`,
+		`CREATE TABLE event_keys.keys (LIKE event_keys.keys_before INCLUDING ALL)`,
+		`INSERT INTO event_keys.keys VALUES ('s:adopted', 1, 'digest', now() - interval '1 hour')`,
+	} {
+		if _, err := b.db.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.refresh(t)
+	if found, _ := b.recall(t, "s:adopted"); !found {
+		t.Error("a key of the swapped-in table, at a sequence loaded before, was not found")
+	}
 }
