@@ -502,6 +502,15 @@ func (c *Consumer) passIdle(ctx context.Context, conn *pgx.Conn) (caughtUp bool,
 	if c.group.Partitions <= 1 {
 		return true, nil
 	}
+	if c.waitsForKeys() {
+		// A policy's checkpoint never passes the key stage's: a rebuild
+		// catches its shadow up to the live checkpoint, trusting that.
+		keys, err := projections.Checkpoint(ctx, conn, projections.EventKeys.Name)
+		if err != nil {
+			return false, err
+		}
+		end = min(end, keys)
+	}
 	moved := slices.Clone(c.known)
 	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		for i, p := range c.group.Stages {

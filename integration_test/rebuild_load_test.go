@@ -29,8 +29,10 @@ func TestRebuildsUnderSteadyTrafficSwapAndMatchTheModel(t *testing.T) {
 	// Far more than can be sent while the rebuilds run (one every 2 ms),
 	// so that traffic never ends before the last swap.
 	bodies, _ := shuffledCompletions("load", 50, 400, 11)
-	// Some history before the first rebuild.
+	// Some history before the first rebuild, projected before the queries
+	// start asking for it.
 	b.ingest(t, bodies[:1000])
+	b.waitApplied(t, b.lastSeq(t))
 
 	ctx, stop := context.WithCancel(context.Background())
 	var sent atomic.Int64
