@@ -85,8 +85,8 @@ type Consumer struct {
 	// stages go on without it. Used by Run's goroutine only.
 	failing []bool
 	// helpers are, by stage, the sessions that apply large batches in
-	// parallel (see applyParallel), or nil. Used by Run's goroutine only.
-	helpers []*pgx.Conn
+	// parallel (see applyParallel). Used by Run's goroutine only.
+	helpers helperSessions
 }
 
 // Stall is why a consumer cannot apply a stage: the error of its last
@@ -126,6 +126,11 @@ type stageError struct {
 func (e *stageError) Error() string { return e.err.Error() }
 func (e *stageError) Unwrap() error { return e.err }
 
+// stageFailed is err as the failure of stage i.
+func (c *Consumer) stageFailed(i int, err error) error {
+	return &stageError{stage: i, err: fmt.Errorf("%s: %w", c.group.Stages[i].Name, err)}
+}
+
 // New returns a consumer of partition opts.Partition of group.
 func New(group projections.Group, pool *pgxpool.Pool, js jetstream.JetStream, opts Options, log zerolog.Logger) *Consumer {
 	opts.ReadOptions = opts.ReadOptions.withDefaults()
@@ -148,7 +153,7 @@ func New(group projections.Group, pool *pgxpool.Pool, js jetstream.JetStream, op
 	n := len(group.Stages)
 	return &Consumer{group: group, worker: worker, pool: pool, js: js, opts: opts, log: l.Logger(),
 		known: make([]uint64, n), stalls: make([]atomic.Pointer[Stall], n), failing: make([]bool, n),
-		helpers: make([]*pgx.Conn, n)}
+		helpers: newHelperSessions(pool, n, func(i int) string { return SessionName(worker) + "/" + group.Stages[i].Name })}
 }
 
 // SessionName is the application_name of a worker's consumer session, to
@@ -215,7 +220,7 @@ func (c *Consumer) runActive(ctx context.Context, out *outage) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	defer c.closeHelpers(context.WithoutCancel(ctx))
+	defer c.helpers.close(context.WithoutCancel(ctx))
 	if err := c.waitForLock(ctx, conn, out); err != nil {
 		return err
 	}
@@ -266,7 +271,7 @@ func (c *Consumer) runActive(ctx context.Context, out *outage) error {
 			}
 			continue
 		}
-		if c.waitsForKeys() {
+		if c.group.WaitsForKeys() {
 			if err := c.awaitKeys(ctx, conn, batch.Entries[len(batch.Entries)-1].Message.Seq); err != nil {
 				return err
 			}
@@ -417,42 +422,27 @@ func (c *Consumer) tryLock(ctx context.Context, conn *pgx.Conn) (bool, error) {
 	if c.opts.Share != nil && !c.opts.Share.take(c.group.Name, c.group.Partitions) {
 		return false, nil
 	}
-	var taken []string
-	locked, err := true, error(nil)
-	for _, p := range c.group.Stages {
-		worker := projections.Worker(p.Name, c.opts.Partition, c.group.Partitions)
-		if locked, err = projections.TryLockConsumer(ctx, conn, worker); !locked || err != nil {
-			break
-		}
-		taken = append(taken, worker)
+	locked, err := c.lockStages(ctx, conn)
+	if !locked && c.opts.Share != nil {
+		c.opts.Share.release(c.group.Name)
 	}
-	if !locked || err != nil {
-		for _, worker := range taken {
-			if unlockErr := projections.UnlockConsumer(ctx, conn, worker); unlockErr != nil && err == nil {
-				err = unlockErr
-			}
+	return locked, err
+}
+
+// lockStages takes the consumer lock of each stage's partition in turn,
+// releasing those it took when one is held elsewhere or fails.
+func (c *Consumer) lockStages(ctx context.Context, conn *pgx.Conn) (bool, error) {
+	for i, p := range c.group.Stages {
+		locked, err := projections.TryLockConsumer(ctx, conn, projections.Worker(p.Name, c.opts.Partition, c.group.Partitions))
+		if locked && err == nil {
+			continue
 		}
-		if c.opts.Share != nil {
-			c.opts.Share.release(c.group.Name)
+		for _, taken := range c.group.Stages[:i] {
+			err = errors.Join(err, projections.UnlockConsumer(ctx, conn, projections.Worker(taken.Name, c.opts.Partition, c.group.Partitions)))
 		}
 		return false, err
 	}
 	return true, nil
-}
-
-// waitsForKeys reports whether a batch must wait for the key stage before
-// it is applied: a stage waits for it, and the key stage is applied
-// elsewhere.
-func (c *Consumer) waitsForKeys() bool {
-	if c.group.HasKeys() {
-		return false
-	}
-	for _, p := range c.group.Stages {
-		if p.WaitsForKeys() {
-			return true
-		}
-	}
-	return false
 }
 
 // readCheckpoints reads the partition's checkpoint of every stage into
@@ -502,7 +492,7 @@ func (c *Consumer) passIdle(ctx context.Context, conn *pgx.Conn) (caughtUp bool,
 	if c.group.Partitions <= 1 {
 		return true, nil
 	}
-	if c.waitsForKeys() {
+	if c.group.WaitsForKeys() {
 		// A policy's checkpoint never passes the key stage's: a rebuild
 		// catches its shadow up to the live checkpoint, trusting that.
 		keys, err := projections.Checkpoint(ctx, conn, projections.EventKeys.Name)
@@ -605,7 +595,7 @@ func (c *Consumer) applyBatch(ctx context.Context, conn *pgx.Conn, entries []pro
 	for i, p := range c.group.Stages {
 		if out.failed[i] != nil {
 			c.failing[i] = true
-			if firstFailure == nil && !errors.Is(out.failed[i], errKeysFailed) {
+			if firstFailure == nil && !errors.Is(out.failed[i], errWaitingForKeys) {
 				firstFailure = out.failed[i]
 			}
 			continue
@@ -648,12 +638,12 @@ func (c *Consumer) applyTogether(ctx context.Context, conn *pgx.Conn, entries []
 			if !c.failing[i] {
 				if err := apply(tx); err != nil {
 					c.failing[i] = true
-					return &stageError{stage: i, err: fmt.Errorf("%s: %w", p.Name, err)}
+					return c.stageFailed(i, err)
 				}
 				continue
 			}
 			if err := pgx.BeginFunc(ctx, tx, apply); err != nil {
-				out.failed[i] = &stageError{stage: i, err: fmt.Errorf("%s: %w", p.Name, err)}
+				out.failed[i] = c.stageFailed(i, err)
 				keysFailed = keysFailed || p.Keys
 			}
 		}
@@ -675,7 +665,7 @@ func (c *Consumer) applyParallel(ctx context.Context, conn *pgx.Conn, entries []
 			return err
 		})
 		if err != nil {
-			out.failed[i] = &stageError{stage: i, err: fmt.Errorf("%s: %w", c.group.Stages[i].Name, err)}
+			out.failed[i] = c.stageFailed(i, err)
 		}
 	}
 	first, keysFailed := 0, false
@@ -691,9 +681,9 @@ func (c *Consumer) applyParallel(ctx context.Context, conn *pgx.Conn, entries []
 		}
 		db := conn
 		if i > first {
-			helper, err := c.helper(ctx, i)
+			helper, err := c.helpers.get(ctx, i)
 			if err != nil {
-				out.failed[i] = &stageError{stage: i, err: err}
+				out.failed[i] = c.stageFailed(i, err)
 				continue
 			}
 			db = helper
@@ -704,32 +694,9 @@ func (c *Consumer) applyParallel(ctx context.Context, conn *pgx.Conn, entries []
 	return out, nil
 }
 
-// helper returns the session that applies stage i in parallel batches,
-// connecting it the first time.
-func (c *Consumer) helper(ctx context.Context, i int) (*pgx.Conn, error) {
-	if c.helpers[i] == nil || c.helpers[i].IsClosed() {
-		conn, err := connectProjectionSession(ctx, c.pool, SessionName(c.worker)+"/"+c.group.Stages[i].Name)
-		if err != nil {
-			return nil, err
-		}
-		c.helpers[i] = conn
-	}
-	return c.helpers[i], nil
-}
-
-// closeHelpers closes the helper sessions.
-func (c *Consumer) closeHelpers(ctx context.Context) {
-	for i, conn := range c.helpers {
-		if conn != nil {
-			conn.Close(ctx)
-			c.helpers[i] = nil
-		}
-	}
-}
-
 // errWaitingForKeys marks the stages left out of a batch because the key
 // stage, which they wait for, failed it.
-var errWaitingForKeys = fmt.Errorf("waiting for the key stage %s: %w", projections.EventKeys.Name, errKeysFailed)
+var errWaitingForKeys = errors.New("waiting for the key stage " + projections.EventKeys.Name + ", which failed this batch")
 
 // sessionFault reports whether err is not the statement's fault but the
 // session's: no answer from the server, or one that ends or cuts the
@@ -741,10 +708,6 @@ func sessionFault(err error) bool {
 	}
 	return pgerrcode.IsOperatorIntervention(pgErr.Code) || pgerrcode.IsConnectionException(pgErr.Code)
 }
-
-// errKeysFailed is why stages are left out of a batch: the key stage,
-// which they wait for, failed it.
-var errKeysFailed = errors.New("the key stage failed this batch")
 
 // applyStage applies the entries above stage i's checkpoint to it in tx
 // and moves the checkpoint to the last entry. It returns how many it

@@ -315,14 +315,14 @@ func TestParallelBatchesApplyAsSmallOnesDo(t *testing.T) {
 	}
 	defer conn.Close(ctx)
 	c := parallel.consumers(t)[0]
-	defer c.closeHelpers(ctx)
+	defer c.helpers.close(ctx)
 	if err := c.readCheckpoints(ctx, conn); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.applyBatch(ctx, conn, entries(t, parallel.redeliver(t))); err != nil {
 		t.Fatal(err)
 	}
-	if slices.IndexFunc(c.helpers, func(h *pgx.Conn) bool { return h != nil }) < 0 {
+	if slices.IndexFunc(c.helpers.conns, func(h *pgx.Conn) bool { return h != nil }) < 0 {
 		t.Fatal("the batch was not applied in parallel")
 	}
 

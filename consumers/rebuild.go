@@ -64,8 +64,8 @@ type Rebuild struct {
 	// stream: see StartAdopting.
 	adopting bool
 	// helpers are the sessions that apply shares of a batch beside conn
-	// (see replayShares), connected on first use.
-	helpers []*pgx.Conn
+	// (see replayShares).
+	helpers helperSessions
 }
 
 // rebuildShares is how many sessions replay a policy's or the timeline's
@@ -139,8 +139,9 @@ func (rb *Rebuilder) start(ctx context.Context, proj projections.Projection, ado
 		}
 		return nil, fmt.Errorf("prepare the rebuild of %s: %w", proj.Name, err)
 	}
+	helpers := newHelperSessions(rb.pool, rebuildShares, func(i int) string { return fmt.Sprintf("taskledger-rebuild-%s/%d", proj.Name, i) })
 	return &Rebuild{rb: rb, proj: proj, conn: conn, stream: stream, started: time.Now(), deferredIndexes: deferred,
-		adopting: adopting}, nil
+		adopting: adopting, helpers: helpers}, nil
 }
 
 // Run replays the stream into the shadow schema, reporting progress after
@@ -160,11 +161,7 @@ func (b *Rebuild) Run(ctx context.Context, report func(Progress)) (err error) {
 		// lock, may outlive Close for a moment.
 		_ = projections.UnlockRebuild(ctx, b.conn, b.proj.Name)
 		b.conn.Close(ctx)
-		for _, h := range b.helpers {
-			if h != nil {
-				h.Close(ctx)
-			}
-		}
+		b.helpers.close(ctx)
 	}()
 	opts := b.rb.opts
 	reader, err := OpenReader(ctx, b.rb.js, opts, 1)
@@ -345,7 +342,7 @@ func (b *Rebuild) replayShares(ctx context.Context, entries []projections.Entry)
 	}
 	sessions := []*pgx.Conn{b.conn}
 	for i := 1; i < rebuildShares; i++ { // all of them before any share starts on b.conn
-		conn, err := b.helper(ctx, i)
+		conn, err := b.helpers.get(ctx, i)
 		if err != nil {
 			return err
 		}
@@ -367,22 +364,6 @@ func (b *Rebuild) replayShares(ctx context.Context, entries []projections.Entry)
 	}
 	running.Wait()
 	return errors.Join(errs...)
-}
-
-// helper returns the session that replays share i, connecting it the first
-// time.
-func (b *Rebuild) helper(ctx context.Context, i int) (*pgx.Conn, error) {
-	if b.helpers == nil {
-		b.helpers = make([]*pgx.Conn, rebuildShares)
-	}
-	if b.helpers[i] == nil {
-		conn, err := connectProjectionSession(ctx, b.rb.pool, fmt.Sprintf("taskledger-rebuild-%s/%d", b.proj.Name, i))
-		if err != nil {
-			return nil, err
-		}
-		b.helpers[i] = conn
-	}
-	return b.helpers[i], nil
 }
 
 func (b *Rebuild) targetSeq(ctx context.Context) (uint64, error) {

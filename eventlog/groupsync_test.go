@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
@@ -21,9 +22,10 @@ type groupSyncBundle struct {
 	appender *Appender
 }
 
-func newGroupSyncBundle(t *testing.T) *groupSyncBundle {
+// startEmbedded starts an embedded server storing under dir, stopped
+// after the test, and connects to it in-process.
+func startEmbedded(t *testing.T, dir string) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	dir := t.TempDir()
 	ns, err := StartServer(ServerOptions{StoreDir: dir})
 	if err != nil {
 		t.Fatal(err)
@@ -38,6 +40,13 @@ func newGroupSyncBundle(t *testing.T) *groupSyncBundle {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return nc, js
+}
+
+func newGroupSyncBundle(t *testing.T) *groupSyncBundle {
+	t.Helper()
+	dir := t.TempDir()
+	nc, js := startEmbedded(t, dir)
 	cfg := StreamConfig{Name: "GS", SubjectPrefix: "gs", DuplicateWindow: time.Minute}
 	stream, err := EnsureStream(context.Background(), js, cfg)
 	if err != nil {

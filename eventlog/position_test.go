@@ -4,29 +4,13 @@ import (
 	"context"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
 )
 
 // FirstAfter finds the next stored event on any subject of the stream, past
 // deleted ones, and says when there is none.
 func TestFirstAfter(t *testing.T) {
 	t.Parallel()
-	ns, err := StartServer(ServerOptions{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := Connect("", ns, nil, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := startEmbedded(t, t.TempDir())
 	ctx := context.Background()
 	cfg := StreamConfig{Name: "FA", SubjectPrefix: "fa", DuplicateWindow: time.Minute, Partitions: 2}
 	stream, err := EnsureStream(ctx, js, cfg)

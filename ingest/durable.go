@@ -56,8 +56,7 @@ type DurableTier struct {
 	failingUntil atomic.Int64
 	failing      atomic.Bool
 	queries      atomic.Int64
-	filter       *keyFilter // nil without StreamEnd
-	filtered     atomic.Int64
+	filter       *keyFilter // nil without FirstAfter
 }
 
 type recall struct {
@@ -186,7 +185,6 @@ func (d *DurableTier) Recall(ctx context.Context, key string) (projections.Origi
 		return projections.Original{}, false
 	}
 	if d.filter != nil && d.filter.absent(key, d.filterHorizon()) {
-		d.filtered.Add(1)
 		return projections.Original{}, false
 	}
 	r := recall{key: key, reply: make(chan recalled, 1)}

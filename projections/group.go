@@ -36,12 +36,16 @@ func Groups(partitions int) []Group {
 	}
 }
 
-// HasKeys reports whether the key stage is one of g's stages.
-func (g Group) HasKeys() bool {
+// WaitsForKeys reports whether g's batches must wait for the key stage,
+// applied elsewhere: a stage waits for it (Projection.WaitsForKeys), and
+// the key stage is not one of g's.
+func (g Group) WaitsForKeys() bool {
+	waits := false
 	for _, p := range g.Stages {
 		if p.Keys {
-			return true
+			return false
 		}
+		waits = waits || p.WaitsForKeys()
 	}
-	return false
+	return waits
 }
