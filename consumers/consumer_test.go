@@ -150,13 +150,13 @@ func (s *testStream) snapshot(t *testing.T) map[string][][]any {
 	queries := map[string]string{"dead_letters": "SELECT * FROM dead_letters ORDER BY id"}
 	for _, p := range projections.All {
 		queries[p.Name+".completions"] = "SELECT * FROM " + p.Name + ".completions ORDER BY task_id, completed_at"
-		queries[p.Name+".task_state"] = "SELECT * FROM " + p.Name + ".task_state ORDER BY task_id"
 		queries[p.Name+".checkpoint"] = "SELECT * FROM " + p.Name + ".checkpoint"
 	}
 	queries["event_keys.keys"] = "SELECT * FROM event_keys.keys ORDER BY dedup_key"
 	queries["event_keys.repeats"] = "SELECT * FROM event_keys.repeats ORDER BY stream_seq"
 	queries["event_keys.checkpoint"] = "SELECT * FROM event_keys.checkpoint"
 	queries["timeline.events"] = "SELECT * FROM timeline.events ORDER BY stream_seq"
+	queries["timeline.task_state"] = "SELECT * FROM timeline.task_state ORDER BY task_id"
 	queries["timeline.checkpoint"] = "SELECT * FROM timeline.checkpoint"
 	out := map[string][][]any{}
 	for table, query := range queries {
@@ -331,13 +331,13 @@ func TestParallelBatchesApplyAsSmallOnesDo(t *testing.T) {
 		"SELECT dedup_key, stream_seq, body_digest FROM event_keys.keys ORDER BY dedup_key",
 		"SELECT * FROM event_keys.repeats ORDER BY stream_seq",
 		"SELECT stream_seq, task_id, event, dedup_key FROM timeline.events ORDER BY stream_seq",
+		"SELECT * FROM timeline.task_state ORDER BY task_id",
 	}
 	for _, p := range projections.Every {
 		queries = append(queries, "SELECT partition, last_seq FROM "+p.Name+".checkpoint ORDER BY partition")
 	}
 	for _, p := range projections.All {
-		queries = append(queries, "SELECT * FROM "+p.Name+".completions ORDER BY task_id, completed_at",
-			"SELECT * FROM "+p.Name+".task_state ORDER BY task_id")
+		queries = append(queries, "SELECT * FROM "+p.Name+".completions ORDER BY task_id, completed_at")
 	}
 	for _, q := range queries {
 		got, want := testenv.Rows(t, parallel.pool, q), testenv.Rows(t, together.pool, q)

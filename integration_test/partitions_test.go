@@ -227,9 +227,9 @@ func TestChangingPartitionsNeedsARebuild(t *testing.T) {
 // databases or two moments.
 func (b *bundle) tables(t *testing.T) []string {
 	t.Helper()
-	tables := []string{projections.Timeline.Name + ".events"}
+	tables := []string{projections.Timeline.Name + ".events", projections.Timeline.Name + ".task_state"}
 	for _, p := range projections.All {
-		tables = append(tables, p.Name+".completions", p.Name+".task_state")
+		tables = append(tables, p.Name+".completions")
 	}
 	var out []string
 	for _, table := range tables {

@@ -61,21 +61,20 @@ type Applied struct {
 // tx. Entries that cannot be applied (undecodable, reusing a sender-chosen
 // key for another body, or rejected by the database as bad data) are
 // recorded as dead letters in the same transaction, except that the
-// timeline skips undecodable entries: they belong to no task. The policies
-// drop exact repeats of an earlier event as the key stage found them, so
-// they must only be given entries the key stage has applied (see
-// WaitsForKeys). A returned error is never the data's fault: the caller
-// should roll back and retry.
+// timeline skips undecodable entries (they belong to no task) and keeps
+// reused keys (another body is another event). The policies drop exact
+// repeats of an earlier event as the key stage found them, and the
+// timeline leaves every repeat out of the task states, so both must only
+// be given entries the key stage has applied (see WaitsForKeys). A
+// returned error is never the data's fault: the caller should roll back
+// and retry.
 func (p Projection) ApplyEntries(ctx context.Context, tx pgx.Tx, schema string, entries []Entry) (Applied, error) {
 	if p.Keys {
 		return p.applyKeys(ctx, tx, schema, entries)
 	}
-	var repeats map[uint64]repeat
-	if p.WaitsForKeys() {
-		var err error
-		if repeats, err = repeatsAmong(ctx, tx, entries); err != nil {
-			return Applied{}, err
-		}
+	repeats, err := repeatsAmong(ctx, tx, entries)
+	if err != nil {
+		return Applied{}, err
 	}
 	var out Applied
 	var applicable []Entry
@@ -83,7 +82,9 @@ func (p Projection) ApplyEntries(ctx context.Context, tx pgx.Tx, schema string, 
 	for _, e := range entries {
 		r, repeated := repeats[e.Message.Seq]
 		switch {
-		case e.DecodeErr != nil && !p.IsTimeline():
+		case p.IsTimeline():
+			applicable = append(applicable, e)
+		case e.DecodeErr != nil:
 			dead = append(dead, deadLetter{e.Message, e.DecodeErr.Error()})
 		case repeated && r.reused:
 			dead = append(dead, deadLetter{e.Message, r.reason()})
@@ -94,8 +95,8 @@ func (p Projection) ApplyEntries(ctx context.Context, tx pgx.Tx, schema string, 
 		}
 	}
 	repeatedBefore := out.Duplicates
-	err := inSavepoint(ctx, tx, func(sp pgx.Tx) (err error) {
-		dup, err := p.apply(ctx, sp, schema, applicable)
+	err = inSavepoint(ctx, tx, func(sp pgx.Tx) (err error) {
+		dup, err := p.apply(ctx, sp, schema, applicable, repeats)
 		out.Duplicates = repeatedBefore + dup
 		return err
 	})
@@ -104,7 +105,7 @@ func (p Projection) ApplyEntries(ctx context.Context, tx pgx.Tx, schema string, 
 		out.Duplicates, err = repeatedBefore, nil
 		for _, e := range applicable {
 			err := inSavepoint(ctx, tx, func(sp pgx.Tx) error {
-				dup, err := p.apply(ctx, sp, schema, []Entry{e})
+				dup, err := p.apply(ctx, sp, schema, []Entry{e}, repeats)
 				out.Duplicates += dup
 				return err
 			})
@@ -129,11 +130,12 @@ func (p Projection) ApplyEntries(ctx context.Context, tx pgx.Tx, schema string, 
 }
 
 // apply applies entries by the projection's kind: the timeline takes them
-// as they are, the policies take their decoded events. It returns how many
+// as they are and folds those that do not repeat an earlier event into the
+// task states, the policies take their decoded events. It returns how many
 // were duplicates the projection had already applied.
-func (p Projection) apply(ctx context.Context, tx DB, schema string, entries []Entry) (duplicates int, err error) {
+func (p Projection) apply(ctx context.Context, tx DB, schema string, entries []Entry, repeats map[uint64]repeat) (duplicates int, err error) {
 	if p.IsTimeline() {
-		return applyTimeline(ctx, tx, schema, entries)
+		return applyTimeline(ctx, tx, schema, entries, repeats)
 	}
 	records := make([]domain.Recorded, len(entries))
 	for i, e := range entries {
@@ -155,10 +157,9 @@ func inSavepoint(ctx context.Context, tx pgx.Tx, fn func(pgx.Tx) error) error {
 }
 
 // Apply applies records to the policy's read model stored in schema: one
-// statement for the completions, one for the task states, whatever the
-// number of records. The upserts keep what the policy keeps whatever the
-// order or repetition of the records; repeats of an earlier event are
-// dropped before, as the key stage found them.
+// statement whatever the number of records. The upsert keeps what the
+// policy keeps whatever the order or repetition of the records; repeats of
+// an earlier event are dropped before, as the key stage found them.
 func (p Projection) Apply(ctx context.Context, tx DB, schema string, records []domain.Recorded) error {
 	if len(records) == 0 {
 		return nil
@@ -169,10 +170,7 @@ func (p Projection) Apply(ctx context.Context, tx DB, schema string, records []d
 			completions = append(completions, c)
 		}
 	}
-	if err := p.upsertCompletions(ctx, tx, schema, domain.Keep(p.Policy, completions)); err != nil {
-		return err
-	}
-	return upsertStates(ctx, tx, schema, domain.FoldStates(records))
+	return p.upsertCompletions(ctx, tx, schema, domain.Keep(p.Policy, completions))
 }
 
 // upsertCompletions writes what the policy keeps, replacing a stored row
@@ -209,7 +207,8 @@ func (p Projection) upsertCompletions(ctx context.Context, tx DB, schema string,
 	return nil
 }
 
-// upsertStates keeps, per task, the latest completion and the latest reopen.
+// upsertStates keeps, per task, the latest completion and the latest
+// reopen, in the timeline stored in schema.
 func upsertStates(ctx context.Context, tx DB, schema string, states []domain.TaskState) error {
 	if len(states) == 0 {
 		return nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -93,17 +94,19 @@ func TestProjectionsIgnoreOrderAndDuplicates(t *testing.T) {
 		rng.Shuffle(len(delivered), func(i, j int) { delivered[i], delivered[j] = delivered[j], delivered[i] })
 
 		if _, err := pool.Exec(context.Background(), `TRUNCATE completions_all.completions,
-			completions_all.task_state, completions_first.completions,
-			completions_first.task_state, completions_latest.completions,
-			completions_latest.task_state`); err != nil {
+			completions_first.completions, completions_latest.completions,
+			timeline.events, timeline.task_state`); err != nil {
 			t.Fatal(err)
 		}
-		for _, p := range projections.All {
+		// The timeline keeps the task states every policy's histories show.
+		for _, p := range append(slices.Clone(projections.All), projections.Timeline) {
 			for rest := delivered; len(rest) > 0; {
 				n := 1 + rng.IntN(len(rest))
 				applyBatch(t, pool, p, rest[:n])
 				rest = rest[n:]
 			}
+		}
+		for _, p := range projections.All {
 			var want []domain.Completion
 			for _, r := range history {
 				if c, ok := domain.CompletionOf(r); ok {
@@ -133,15 +136,18 @@ func TestRepeatedKeyChangesNothing(t *testing.T) {
 	pool := testenv.NewMigratedPool(t)
 	p := projections.ForPolicy(domain.PolicyAll)
 	applyBatch(t, pool, projections.EventKeys, []domain.Recorded{completed(1, "a1", 1)})
+	applyBatch(t, pool, projections.Timeline, []domain.Recorded{completed(1, "a1", 1)})
 	if got := applyBatch(t, pool, p, []domain.Recorded{completed(1, "a1", 1)}); got.Duplicates != 0 {
 		t.Errorf("first application counted %d duplicates", got.Duplicates)
 	}
 	// The same (derived) key stored again long after JetStream's window
-	// forgot it: the key stage finds it a repeat, the policy drops it and
-	// counts it.
+	// forgot it, with a later time: the key stage finds it a repeat, the
+	// policy drops it and counts it, and the timeline's task state leaves
+	// it out.
 	late := completed(50, "a1", 3)
 	late.DedupKey = completed(1, "a1", 1).DedupKey
 	applyBatch(t, pool, projections.EventKeys, []domain.Recorded{late, completed(51, "b1", 1)})
+	applyBatch(t, pool, projections.Timeline, []domain.Recorded{late, completed(51, "b1", 1)})
 	if got := applyBatch(t, pool, p, []domain.Recorded{late, completed(51, "b1", 1)}); got.Duplicates != 1 {
 		t.Errorf("duplicates %d, want 1", got.Duplicates)
 	}
@@ -151,6 +157,9 @@ func TestRepeatedKeyChangesNothing(t *testing.T) {
 	}
 	if len(h.Completions) != 1 || h.Completions[0].Seq != 1 {
 		t.Errorf("completions %v, want only seq 1", h.Completions)
+	}
+	if h.State.LastCompleted.Seq != 1 {
+		t.Errorf("state %+v, want the last completion at seq 1", h.State)
 	}
 }
 

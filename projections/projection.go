@@ -1,8 +1,9 @@
 // Package projections keeps each task's completion history in Postgres under
 // the three policies, and each task's timeline of stored events. Each
 // projection lives in a schema of its own: its checkpoint (the last applied
-// stream sequence) and its read model (for the policies also the dedup keys
-// seen and per-task state). Applying is a handful of batched upserts that
+// stream sequence) and its read model; the timeline's also holds each
+// task's state (its latest completion and reopen), which every policy's
+// histories read. Applying is a handful of batched upserts that
 // give the same result whatever the order or repetition of the events; the
 // checkpoint is written in the same transaction.
 //
@@ -61,9 +62,9 @@ func (p Projection) PartitionsOf(configured int) int {
 
 // WaitsForKeys reports whether p may apply an event only once the key
 // stage has: the policies, which skip duplicates and set reused keys aside
-// as the key stage found them. The timeline tells events apart by their
-// bodies itself.
-func (p Projection) WaitsForKeys() bool { return p.Policy != "" }
+// as the key stage found them, and the timeline, whose task states leave
+// them out (its events it tells apart by their bodies itself).
+func (p Projection) WaitsForKeys() bool { return !p.Keys }
 
 // ByName finds a projection by name.
 func ByName(name string) (Projection, bool) {

@@ -56,8 +56,9 @@ func (p Projection) ProcessHistories(ctx context.Context, db DB, processID, afte
 	return hs, more, err
 }
 
-// histories reads the completions and states of taskIDs, in task id order;
-// tasks without completions are left out.
+// histories reads the completions of taskIDs, in task id order, with their
+// states as the timeline keeps them; tasks without completions are left
+// out.
 func (p Projection) histories(ctx context.Context, db DB, taskIDs []string) ([]History, error) {
 	if len(taskIDs) == 0 {
 		return nil, nil
@@ -77,7 +78,7 @@ func (p Projection) histories(ctx context.Context, db DB, taskIDs []string) ([]H
 	if err != nil {
 		return nil, fmt.Errorf("read completions: %w", err)
 	}
-	states, err := readStates(ctx, db, p.Name, taskIDs)
+	states, err := readStates(ctx, db, taskIDs)
 	if err != nil {
 		return nil, err
 	}
@@ -92,9 +93,11 @@ func (p Projection) histories(ctx context.Context, db DB, taskIDs []string) ([]H
 	return out, nil
 }
 
-func readStates(ctx context.Context, db DB, schema string, taskIDs []string) (map[string]domain.TaskState, error) {
+// readStates reads the task states of taskIDs, which the timeline keeps
+// for every policy.
+func readStates(ctx context.Context, db DB, taskIDs []string) (map[string]domain.TaskState, error) {
 	rows, err := db.Query(ctx, `SELECT task_id, last_completed_at, last_completed_seq, last_reopened_at, last_reopened_seq
-		FROM `+table(schema, "task_state")+` WHERE task_id = ANY($1)`, taskIDs)
+		FROM `+table(Timeline.Name, "task_state")+` WHERE task_id = ANY($1)`, taskIDs)
 	if err != nil {
 		return nil, fmt.Errorf("read task states: %w", err)
 	}

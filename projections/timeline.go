@@ -26,19 +26,25 @@ type TimelineEvent struct {
 }
 
 // applyTimeline inserts the decoded entries' events, one statement per
-// batch. An event whose dedup key and body are already kept (a re-send
-// appended again after the duplicate window) changes nothing, so the
-// timeline shows each event once, at its first stream sequence; it returns
-// how many such re-sends it left out. Entries that do not decode belong to no
-// task; the policy projections set them aside as dead letters.
-func applyTimeline(ctx context.Context, tx DB, schema string, entries []Entry) (duplicates int, err error) {
+// batch, and folds those that repeat no earlier event (by the key stage's
+// repeats) into the task states. An event whose dedup key and body are
+// already kept (a re-send appended again after the duplicate window)
+// changes nothing, so the timeline shows each event once, at its first
+// stream sequence; it returns how many such re-sends it left out. Entries
+// that do not decode belong to no task; the policy projections set them
+// aside as dead letters.
+func applyTimeline(ctx context.Context, tx DB, schema string, entries []Entry, repeats map[uint64]repeat) (duplicates int, err error) {
 	n := len(entries)
 	seqs, taskIDs, types, sources := make([]int64, 0, n), make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
 	keys, digests, eventIDs, externalIDs := make([]string, 0, n), make([]string, 0, n), make([]pgtype.Text, 0, n), make([]pgtype.Text, 0, n)
 	receivedAt, headers, bodies := make([]pgtype.Timestamptz, 0, n), make([]map[string][]string, 0, n), make([][]byte, 0, n)
+	folded := make([]domain.Recorded, 0, n)
 	for _, e := range entries {
 		if e.DecodeErr != nil {
 			continue
+		}
+		if _, repeated := repeats[e.Message.Seq]; !repeated {
+			folded = append(folded, e.Record)
 		}
 		ev := e.Record.Event
 		seqs = append(seqs, int64(e.Message.Seq))
@@ -65,7 +71,7 @@ func applyTimeline(ctx context.Context, tx DB, schema string, entries []Entry) (
 	if err != nil {
 		return 0, fmt.Errorf("insert timeline events: %w", err)
 	}
-	return len(seqs) - int(tag.RowsAffected()), nil
+	return len(seqs) - int(tag.RowsAffected()), upsertStates(ctx, tx, schema, domain.FoldStates(folded))
 }
 
 const timelineColumns = `stream_seq, task_id, event, source, dedup_key, event_id, external_id, received_at, headers, body`
