@@ -57,8 +57,9 @@ type Rebuild struct {
 	stream  jetstream.Stream
 	started time.Time
 	applied uint64 // last stream sequence applied to the shadow
-	// deferredIndexes are the shadow's secondary indexes, built once the
-	// replay has caught up rather than maintained row by row.
+	// deferredIndexes are the statements that keep of the appended rows
+	// what the shadow's unique indexes would have kept and build its
+	// indexes, once the replay has caught up (see DropShadowIndexes).
 	deferredIndexes []string
 	// adopting ignores the live checkpoint, which counts in another
 	// stream: see StartAdopting.
@@ -316,7 +317,8 @@ func (b *Rebuild) setShadowCheckpoint(ctx context.Context, tx pgx.Tx, entries []
 	return nil
 }
 
-// replayShares applies entries to the shadow before the swap. A policy's
+// replayShares applies entries to the shadow before the swap, appended
+// (see projections.ReplayEntries) until FinishShadow. A policy's
 // or the timeline's are split by task into rebuildShares shares, each
 // applied in a transaction of its own on a session of its own, at once: a
 // task's events stay in order in one share, and the read models keep
@@ -357,7 +359,7 @@ func (b *Rebuild) replayShares(ctx context.Context, entries []projections.Entry)
 		db := sessions[i]
 		running.Go(func() {
 			errs[i] = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-				_, err := b.proj.ApplyEntries(ctx, tx, b.proj.ShadowSchema(), share)
+				_, err := b.proj.ReplayEntries(ctx, tx, b.proj.ShadowSchema(), share)
 				return err
 			})
 		})

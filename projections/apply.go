@@ -69,6 +69,22 @@ type Applied struct {
 // returned error is never the data's fault: the caller should roll back
 // and retry.
 func (p Projection) ApplyEntries(ctx context.Context, tx pgx.Tx, schema string, entries []Entry) (Applied, error) {
+	return p.applyEntries(ctx, tx, schema, entries, false)
+}
+
+// ReplayEntries is ApplyEntries for a rebuild's shadow that
+// DropShadowIndexes readied: a policy's completions and the timeline's
+// events are appended without looking for the rows they would replace,
+// the same entries in stream order, and FinishShadow keeps of them what
+// ApplyEntries would have kept. The key stage is applied as by
+// ApplyEntries, and so are the timeline's task states. Duplicates are not
+// counted.
+func (p Projection) ReplayEntries(ctx context.Context, tx pgx.Tx, schema string, entries []Entry) (Applied, error) {
+	return p.applyEntries(ctx, tx, schema, entries, true)
+}
+
+// applyEntries is ApplyEntries, or ReplayEntries when appending.
+func (p Projection) applyEntries(ctx context.Context, tx pgx.Tx, schema string, entries []Entry, appending bool) (Applied, error) {
 	if p.Keys {
 		return p.applyKeys(ctx, tx, schema, entries)
 	}
@@ -96,7 +112,7 @@ func (p Projection) ApplyEntries(ctx context.Context, tx pgx.Tx, schema string, 
 	}
 	repeatedBefore := out.Duplicates
 	err = inSavepoint(ctx, tx, func(sp pgx.Tx) (err error) {
-		dup, err := p.apply(ctx, sp, schema, applicable, repeats)
+		dup, err := p.apply(ctx, sp, schema, applicable, repeats, appending)
 		out.Duplicates = repeatedBefore + dup
 		return err
 	})
@@ -105,7 +121,7 @@ func (p Projection) ApplyEntries(ctx context.Context, tx pgx.Tx, schema string, 
 		out.Duplicates, err = repeatedBefore, nil
 		for _, e := range applicable {
 			err := inSavepoint(ctx, tx, func(sp pgx.Tx) error {
-				dup, err := p.apply(ctx, sp, schema, []Entry{e}, repeats)
+				dup, err := p.apply(ctx, sp, schema, []Entry{e}, repeats, appending)
 				out.Duplicates += dup
 				return err
 			})
@@ -132,16 +148,19 @@ func (p Projection) ApplyEntries(ctx context.Context, tx pgx.Tx, schema string, 
 // apply applies entries by the projection's kind: the timeline takes them
 // as they are and folds those that do not repeat an earlier event into the
 // task states, the policies take their decoded events. It returns how many
-// were duplicates the projection had already applied.
-func (p Projection) apply(ctx context.Context, tx DB, schema string, entries []Entry, repeats map[uint64]repeat) (duplicates int, err error) {
+// were duplicates the projection had already applied. Appending, it adds
+// rows without looking for those they would replace (see ReplayEntries).
+func (p Projection) apply(ctx context.Context, tx DB, schema string, entries []Entry, repeats map[uint64]repeat, appending bool) (duplicates int, err error) {
 	if p.IsTimeline() {
-		return applyTimeline(ctx, tx, schema, entries, repeats)
+		return applyTimeline(ctx, tx, schema, entries, repeats, appending)
 	}
-	records := make([]domain.Recorded, len(entries))
-	for i, e := range entries {
-		records[i] = e.Record
+	var completions []domain.Completion
+	for _, e := range entries {
+		if c, ok := domain.CompletionOf(e.Record); ok {
+			completions = append(completions, c)
+		}
 	}
-	return 0, p.Apply(ctx, tx, schema, records)
+	return 0, p.writeCompletions(ctx, tx, schema, domain.Keep(p.Policy, completions), appending)
 }
 
 func inSavepoint(ctx context.Context, tx pgx.Tx, fn func(pgx.Tx) error) error {
@@ -156,35 +175,56 @@ func inSavepoint(ctx context.Context, tx pgx.Tx, fn func(pgx.Tx) error) error {
 	return sp.Commit(ctx)
 }
 
-// Apply applies records to the policy's read model stored in schema: one
-// statement whatever the number of records. The upsert keeps what the
-// policy keeps whatever the order or repetition of the records; repeats of
-// an earlier event are dropped before, as the key stage found them.
-func (p Projection) Apply(ctx context.Context, tx DB, schema string, records []domain.Recorded) error {
-	if len(records) == 0 {
-		return nil
+// replayRule is, for the projections whose read model ReplayEntries
+// appends to, the columns of its unique key and the order in which the
+// rows sharing a key rank, the one kept first (see domain.Keep); "" for
+// the key stage.
+func (p Projection) replayRule() (key, order string) {
+	switch {
+	case p.IsTimeline():
+		return "dedup_key, body_digest", "stream_seq"
+	case p.Policy == domain.PolicyAll:
+		return "task_id, completed_at", "stream_seq"
+	case p.Policy == domain.PolicyFirst:
+		return "task_id", "completed_at, stream_seq"
+	case p.Policy == domain.PolicyLatest:
+		return "task_id", "completed_at DESC, stream_seq DESC"
 	}
-	var completions []domain.Completion
-	for _, r := range records {
-		if c, ok := domain.CompletionOf(r); ok {
-			completions = append(completions, c)
-		}
-	}
-	return p.upsertCompletions(ctx, tx, schema, domain.Keep(p.Policy, completions))
+	return "", ""
 }
 
-// upsertCompletions writes what the policy keeps, replacing a stored row
-// only when the incoming one wins by the policy's rule (see domain.Keep).
-func (p Projection) upsertCompletions(ctx context.Context, tx DB, schema string, cs []domain.Completion) error {
+// readModel is the table ReplayEntries appends to.
+func (p Projection) readModel() string {
+	if p.IsTimeline() {
+		return "events"
+	}
+	return "completions"
+}
+
+// writeCompletions writes what the policy keeps, one statement whatever the
+// number of completions, replacing a stored row only when the incoming one
+// wins by the policy's rule (see domain.Keep), whatever the order or
+// repetition of the completions; repeats of an earlier event are dropped
+// before, as the key stage found them. Appending, it adds them as they are.
+func (p Projection) writeCompletions(ctx context.Context, tx DB, schema string, cs []domain.Completion, appending bool) error {
 	if len(cs) == 0 {
 		return nil
 	}
-	conflict, wins := "task_id", "(excluded.completed_at, excluded.stream_seq) < (c.completed_at, c.stream_seq)"
+	conflict, _ := p.replayRule()
+	wins := "(excluded.completed_at, excluded.stream_seq) < (c.completed_at, c.stream_seq)"
 	switch p.Policy {
 	case domain.PolicyAll:
-		conflict, wins = "task_id, completed_at", "excluded.stream_seq < c.stream_seq"
+		wins = "excluded.stream_seq < c.stream_seq"
 	case domain.PolicyLatest:
 		wins = "(excluded.completed_at, excluded.stream_seq) > (c.completed_at, c.stream_seq)"
+	}
+	upsert := ` ON CONFLICT (` + conflict + `) DO UPDATE SET
+			completed_at = excluded.completed_at, stream_seq = excluded.stream_seq,
+			process_id = excluded.process_id, completed_by = excluded.completed_by,
+			source = excluded.source, dedup_key = excluded.dedup_key
+		WHERE ` + wins
+	if appending {
+		upsert = ""
 	}
 	n := len(cs)
 	taskIDs, times, seqs := make([]string, n), make([]time.Time, n), make([]int64, n)
@@ -195,14 +235,10 @@ func (p Projection) upsertCompletions(ctx context.Context, tx DB, schema string,
 	}
 	_, err := tx.Exec(ctx, "INSERT INTO "+table(schema, "completions")+` AS c
 		(task_id, completed_at, stream_seq, process_id, completed_by, source, dedup_key)
-		SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])
-		ON CONFLICT (`+conflict+`) DO UPDATE SET
-			completed_at = excluded.completed_at, stream_seq = excluded.stream_seq,
-			process_id = excluded.process_id, completed_by = excluded.completed_by,
-			source = excluded.source, dedup_key = excluded.dedup_key
-		WHERE `+wins, taskIDs, times, seqs, processIDs, users, sources, keys)
+		SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])`+
+		upsert, taskIDs, times, seqs, processIDs, users, sources, keys)
 	if err != nil {
-		return fmt.Errorf("upsert %s completions: %w", p.Policy, err)
+		return fmt.Errorf("write %s completions: %w", p.Policy, err)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // A rebuild is blue/green: the stream is replayed into a shadow schema
@@ -41,44 +42,77 @@ func (p Projection) PrepareShadow(ctx context.Context, db DB, targetSeq uint64, 
 	return nil
 }
 
-// DropShadowIndexes drops the shadow's secondary indexes (those no upsert
-// needs: not unique) and returns the statements that create them again, for
-// FinishShadow once the bulk of the replay is loaded. Building an
-// index once over loaded rows is cheaper than maintaining it row by row.
+// DropShadowIndexes readies the shadow for ReplayEntries: it drops the
+// shadow's secondary indexes (those no upsert needs: not unique) and, of
+// the read model a replay appends to, the unique ones and the primary key
+// too. It returns the statements that, once the bulk of the replay is
+// loaded, keep of each set of rows the unique indexes would have refused
+// the one they would have kept, and create every index again, for
+// FinishShadow. Building an index once over loaded rows is cheaper than
+// maintaining it row by row, and appending is cheaper than an upsert.
 func (p Projection) DropShadowIndexes(ctx context.Context, db DB) ([]string, error) {
-	rows, err := db.Query(ctx, `SELECT format('%I.%I', n.nspname, c.relname), pg_get_indexdef(i.indexrelid)
+	shadow, appended := p.ShadowSchema(), ""
+	if key, _ := p.replayRule(); key != "" {
+		appended = table(p.ShadowSchema(), p.readModel())
+	}
+	rows, err := db.Query(ctx, `SELECT format('%I.%I', n.nspname, c.relname), pg_get_indexdef(i.indexrelid),
+			coalesce(con.conname, ''), coalesce(pg_get_constraintdef(con.oid), '')
 		FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname = $1 AND NOT i.indisunique ORDER BY c.relname`, p.ShadowSchema())
+			LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid
+		WHERE n.nspname = $1 AND (NOT i.indisunique OR i.indrelid = to_regclass($2))
+		ORDER BY i.indisunique DESC, c.relname`, shadow, pgtype.Text{String: appended, Valid: appended != ""})
 	if err != nil {
 		return nil, fmt.Errorf("list shadow indexes: %w", err)
 	}
-	var names, defs []string
+	var drops, restores []string
 	for rows.Next() {
-		var name, def string
-		if err := rows.Scan(&name, &def); err != nil {
+		var name, def, constraint, constraintDef string
+		if err := rows.Scan(&name, &def, &constraint, &constraintDef); err != nil {
 			rows.Close()
 			return nil, err
 		}
-		names, defs = append(names, name), append(defs, def)
+		if constraint == "" {
+			drops, restores = append(drops, "DROP INDEX "+name), append(restores, def)
+			continue
+		}
+		alter := "ALTER TABLE " + appended + " "
+		constraint = pgx.Identifier{constraint}.Sanitize()
+		drops = append(drops, alter+"DROP CONSTRAINT "+constraint)
+		restores = append(restores, alter+"ADD CONSTRAINT "+constraint+" "+constraintDef)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("list shadow indexes: %w", err)
 	}
-	for _, name := range names {
-		if _, err := db.Exec(ctx, "DROP INDEX "+name); err != nil {
-			return nil, fmt.Errorf("drop shadow index %s: %w", name, err)
+	for _, drop := range drops {
+		if _, err := db.Exec(ctx, drop); err != nil {
+			return nil, fmt.Errorf("ready the shadow for its replay: %s: %w", drop, err)
 		}
 	}
-	return defs, nil
+	if appended != "" {
+		restores = append([]string{p.keepReplayed()}, restores...)
+	}
+	return restores, nil
+}
+
+// keepReplayed deletes, of the rows ReplayEntries appended to the shadow's
+// read model, those its unique index would have refused or replaced: of
+// the rows sharing a key, all but the one the projection keeps.
+func (p Projection) keepReplayed() string {
+	key, order := p.replayRule()
+	t := table(p.ShadowSchema(), p.readModel())
+	return "DELETE FROM " + t + " WHERE ctid IN (SELECT ctid FROM (SELECT ctid, row_number() OVER (PARTITION BY " + key +
+		" ORDER BY " + order + ") AS rank FROM " + t + " WHERE (" + key + ") IN (SELECT " + key + " FROM " + t +
+		" GROUP BY " + key + " HAVING count(*) > 1)) ranked WHERE rank > 1)"
 }
 
 // FinishShadow runs the statements DropShadowIndexes returned, then
 // analyzes the shadow's tables: swapped in freshly loaded, they would
-// otherwise be planned for as if empty until autovacuum came round.
-func (p Projection) FinishShadow(ctx context.Context, db DB, defs []string) error {
-	for _, def := range defs {
-		if _, err := db.Exec(ctx, def); err != nil {
-			return fmt.Errorf("rebuild shadow index: %w", err)
+// otherwise be planned for as if empty until autovacuum came round. After
+// it, the shadow takes ApplyEntries, no longer ReplayEntries.
+func (p Projection) FinishShadow(ctx context.Context, db DB, restores []string) error {
+	for _, stmt := range restores {
+		if _, err := db.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("finish the shadow: %s: %w", stmt, err)
 		}
 	}
 	rows, err := db.Query(ctx, `SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname = $1`, p.ShadowSchema())
