@@ -26,9 +26,10 @@ type ReadOptions struct {
 	// returning an empty batch, which means the reader is caught up
 	// (default 1s).
 	Wait time.Duration
-	// Linger is how long a batch waits for one more event once it has one:
-	// a backlog fills whole batches, a lone event goes out after Linger
-	// (default 5ms).
+	// Linger is how long a batch waits for one more event once it has one
+	// and the stream holds no more yet: a lone event goes out after Linger
+	// (default 5ms), while a backlog fills whole batches (waiting up to
+	// Wait for its next event).
 	Linger time.Duration
 }
 
@@ -182,9 +183,10 @@ func (r *Reader) pump(ctx context.Context, opts ReadOptions) {
 }
 
 // read waits up to Wait for an event, then takes more until the batch is
-// full or none comes within Linger. It makes room for size events at once,
-// as many as the last batch held, rather than copying large entries as the
-// batch grows.
+// full or none comes within Linger (within Wait while the stream holds
+// more of the filter's events than delivered). It makes room for size
+// events at once, as many as the last batch held, rather than copying
+// large entries as the batch grows.
 func (r *Reader) read(opts ReadOptions, size int) (Batch, error) {
 	b := Batch{Entries: make([]projections.Entry, 0, size)}
 	wait := opts.Wait
@@ -205,6 +207,11 @@ func (r *Reader) read(opts ReadOptions, size int) (Batch, error) {
 		b.Entries = append(b.Entries, e)
 		b.Bytes += len(m.Data()) + headerBytes(m.Headers())
 		wait = max(opts.Linger, time.Millisecond)
+		if meta.NumPending > 0 {
+			// More are stored already: a backlog fills whole batches even
+			// when its next events are a pull away.
+			wait = opts.Wait
+		}
 	}
 	return b, nil
 }

@@ -126,3 +126,38 @@ func TestReaderReadsAheadByBytes(t *testing.T) {
 		}
 	}
 }
+
+// A backlog is read in whole batches even where a batch spans two of the
+// library's pulls: the next pull is a round trip away, far longer than the
+// linger, but the events are known to be stored.
+func TestReaderFillsBatchesFromABacklog(t *testing.T) {
+	t.Parallel()
+	s := newTestStream(t)
+	const events, size, batch = 1000, 5 << 10, 150
+	for i := range events {
+		s.publish(t, fmt.Sprintf(`{"event":"task.completed","task_id":"t%d","completed_at":"2024-01-15T10:30:00Z","pad":%q}`, i, strings.Repeat("x", size)))
+	}
+	opts := ReadOptions{Stream: s.cfg.Name, Subjects: []string{s.cfg.AllSubjects()}, MaxCount: batch, MaxBytes: 1 << 20,
+		Wait: 5 * time.Second, Linger: time.Millisecond}
+	if ahead := readAhead(opts.withDefaults(), s.js.Conn().MaxPayload()); ahead/size >= events || batch*(size+1<<10) > opts.MaxBytes {
+		t.Fatalf("a pull of %d bytes holds the whole backlog, or the byte bound ends batches: the test proves nothing", ahead)
+	}
+	r, err := OpenReader(context.Background(), s.js, opts, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var sizes []int
+	for read := 0; read < events; {
+		b, err := r.Next(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes, read = append(sizes, len(b.Entries)), read+len(b.Entries)
+	}
+	for i, n := range sizes[:len(sizes)-1] {
+		if n != batch {
+			t.Fatalf("batch %d of %v holds %d events, want %d: a backlog fills whole batches", i, sizes, n, batch)
+		}
+	}
+}

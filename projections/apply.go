@@ -93,13 +93,16 @@ func (p Projection) applyEntries(ctx context.Context, tx pgx.Tx, schema string, 
 		return Applied{}, err
 	}
 	var out Applied
-	var applicable []Entry
 	var dead []deadLetter
-	for _, e := range entries {
+	// applicable are the entries applied: nil while none is left out (the
+	// usual case: no copy), then a copy of those kept.
+	var applicable []Entry
+	for i, e := range entries {
 		r, repeated := repeats[e.Message.Seq]
+		leftOut := true
 		switch {
 		case p.IsTimeline():
-			applicable = append(applicable, e)
+			leftOut = false
 		case e.DecodeErr != nil:
 			dead = append(dead, deadLetter{e.Message, e.DecodeErr.Error()})
 		case repeated && r.reused:
@@ -107,8 +110,17 @@ func (p Projection) applyEntries(ctx context.Context, tx pgx.Tx, schema string, 
 		case repeated:
 			out.Duplicates++
 		default:
+			leftOut = false
+		}
+		switch {
+		case leftOut && applicable == nil:
+			applicable = append(make([]Entry, 0, len(entries)), entries[:i]...)
+		case !leftOut && applicable != nil:
 			applicable = append(applicable, e)
 		}
+	}
+	if applicable == nil {
+		applicable = entries
 	}
 	repeatedBefore := out.Duplicates
 	err = inSavepoint(ctx, tx, func(sp pgx.Tx) (err error) {
@@ -154,7 +166,7 @@ func (p Projection) apply(ctx context.Context, tx DB, schema string, entries []E
 	if p.IsTimeline() {
 		return applyTimeline(ctx, tx, schema, entries, repeats, appending)
 	}
-	var completions []domain.Completion
+	completions := make([]domain.Completion, 0, len(entries))
 	for _, e := range entries {
 		if c, ok := domain.CompletionOf(e.Record); ok {
 			completions = append(completions, c)
