@@ -261,7 +261,7 @@ func TestBoundHeapFollowsTheBudgetUnlessGOMEMLIMITIsSet(t *testing.T) {
 	before := debug.SetMemoryLimit(-1)
 	t.Cleanup(func() { debug.SetMemoryLimit(before) })
 	cfg := config.Default()
-	for _, c := range []struct{ budget, want int64 }{{cfg.MaxInflightBytes, minHeapLimit}, {256 << 20, 2 * 256 << 20}, {1 << 20, minHeapLimit}} {
+	for _, c := range []struct{ budget, want int64 }{{cfg.MaxInflightBytes, minHeapLimit}, {1 << 30, 1<<30 + heapBeyondBodies}, {1 << 20, minHeapLimit}} {
 		cfg.MaxInflightBytes = c.budget
 		if limit, set := boundHeap(cfg); !set || limit != c.want || debug.SetMemoryLimit(-1) != limit {
 			t.Errorf("boundHeap with a budget of %d = %d, %v; want the limit set to %d", c.budget, limit, set, c.want)

@@ -90,23 +90,29 @@ func closeWithin(svc *service.Service, timeout time.Duration) {
 	_ = svc.Close(ctx) // the command's own result is what it reports
 }
 
-// boundHeap sets the Go runtime's soft memory limit to twice the in-flight
-// budget, and at least minHeapLimit, unless GOMEMLIMIT sets one: the budget
-// bounds the bodies live at once (each also held as its encoded message),
-// and the limit has the collector reclaim their copies before the heap
-// doubles past them, so a flood of large bodies stays within a few hundred
-// MB. The floor leaves room for what a small budget does not count: the
-// readers' read-ahead, the batches being applied, an embedded NATS server.
-// It is soft: past it the collector works harder (up to half the CPU), it
-// refuses nothing. It reports the limit and whether it set it.
+// boundHeap sets the Go runtime's soft memory limit to the in-flight
+// budget plus heapBeyondBodies, and at least minHeapLimit, unless
+// GOMEMLIMIT sets one: the budget bounds the bodies live at once, and the
+// limit has the collector reclaim their copies (each body is also held as
+// its encoded message) before the heap doubles past them, so a flood of
+// large bodies stays within a few hundred MB. heapBeyondBodies leaves room
+// for what the budget does not count: the readers' read-ahead, the batches
+// being applied, an embedded NATS server; the floor, for the service's own
+// working set under full load whatever the budget. The limit is soft: past
+// it the collector works harder (up to half the CPU), it refuses nothing.
+// It reports the limit and whether it set it.
 func boundHeap(cfg config.Config) (int64, bool) {
 	if os.Getenv("GOMEMLIMIT") != "" {
 		return debug.SetMemoryLimit(-1), false
 	}
-	limit := max(2*cfg.MaxInflightBytes, minHeapLimit)
+	limit := max(cfg.MaxInflightBytes+heapBeyondBodies, minHeapLimit)
 	debug.SetMemoryLimit(limit)
 	return limit, true
 }
 
-// minHeapLimit is the least soft memory limit boundHeap sets.
-const minHeapLimit = 128 << 20
+// heapBeyondBodies is what boundHeap allows beyond the in-flight budget,
+// and minHeapLimit the least limit it sets.
+const (
+	heapBeyondBodies = 48 << 20
+	minHeapLimit     = 112 << 20
+)
