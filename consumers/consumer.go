@@ -734,12 +734,14 @@ func (c *Consumer) applyStage(ctx context.Context, tx pgx.Tx, i int, entries []p
 // decodeEntry decodes a stream message for the projections, keeping the raw
 // message for a dead letter should it not decode.
 func decodeEntry(seq uint64, subject string, header map[string][]string, body []byte) projections.Entry {
-	rec, err := eventlog.Decode(seq, subject, header, body)
-	return projections.Entry{
-		Message:     projections.Message{Seq: seq, Subject: subject, Header: header, Body: body},
-		Record:      rec,
-		DecodeErr:   err,
-		ReceivedAt:  eventlog.ReceivedAt(header),
-		ExplicitKey: eventlog.ExplicitKey(header),
-	}
+	e := projections.Entry{Message: projections.Message{Seq: seq, Subject: subject, Header: header, Body: body}}
+	decode(&e)
+	return e
+}
+
+// decode fills in what e's message says: its event, or why it has none.
+func decode(e *projections.Entry) {
+	m := e.Message
+	e.Record, e.DecodeErr = eventlog.Decode(m.Seq, m.Subject, m.Header, m.Body)
+	e.ReceivedAt, e.ExplicitKey = eventlog.ReceivedAt(m.Header), eventlog.ExplicitKey(m.Header)
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -184,16 +186,16 @@ func (r *Reader) pump(ctx context.Context, opts ReadOptions) {
 
 // read waits up to Wait for an event, then takes more until the batch is
 // full or none comes within Linger (within Wait while the stream holds
-// more of the filter's events than delivered). It makes room for size
-// events at once, as many as the last batch held, rather than copying
-// large entries as the batch grows.
+// more of the filter's events than delivered), and decodes them. It makes
+// room for size events at once, as many as the last batch held, rather
+// than copying large entries as the batch grows.
 func (r *Reader) read(opts ReadOptions, size int) (Batch, error) {
 	b := Batch{Entries: make([]projections.Entry, 0, size)}
 	wait := opts.Wait
 	for len(b.Entries) < opts.MaxCount && b.Bytes < opts.MaxBytes {
 		m, err := r.iter.Next(jetstream.NextMaxWait(wait))
 		if errors.Is(err, nats.ErrTimeout) {
-			return b, nil
+			break
 		}
 		if err != nil {
 			return Batch{}, err
@@ -202,9 +204,8 @@ func (r *Reader) read(opts ReadOptions, size int) (Batch, error) {
 		if err != nil {
 			return Batch{}, err
 		}
-		e := decodeEntry(meta.Sequence.Stream, m.Subject(), m.Headers(), m.Data())
-		e.Message.Stored = meta.Timestamp
-		b.Entries = append(b.Entries, e)
+		b.Entries = append(b.Entries, projections.Entry{Message: projections.Message{
+			Seq: meta.Sequence.Stream, Subject: m.Subject(), Header: m.Headers(), Body: m.Data(), Stored: meta.Timestamp}})
 		b.Bytes += len(m.Data()) + headerBytes(m.Headers())
 		wait = max(opts.Linger, time.Millisecond)
 		if meta.NumPending > 0 {
@@ -213,7 +214,32 @@ func (r *Reader) read(opts ReadOptions, size int) (Batch, error) {
 			wait = opts.Wait
 		}
 	}
+	decodeAll(b.Entries)
 	return b, nil
+}
+
+// decodeAll decodes entries, a large batch's parts at once on every
+// processor: decoding is most of the reader's work, and the reader paces a
+// backlog.
+func decodeAll(entries []projections.Entry) {
+	const part = 512 // below this, a goroutine costs more than it saves
+	parts := min(runtime.GOMAXPROCS(0), (len(entries)+part-1)/part)
+	if parts <= 1 {
+		for i := range entries {
+			decode(&entries[i])
+		}
+		return
+	}
+	var decoding sync.WaitGroup
+	for p := range parts {
+		share := entries[p*len(entries)/parts : (p+1)*len(entries)/parts]
+		decoding.Go(func() {
+			for i := range share {
+				decode(&share[i])
+			}
+		})
+	}
+	decoding.Wait()
 }
 
 func headerBytes(h nats.Header) int {
