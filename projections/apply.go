@@ -187,22 +187,26 @@ func inSavepoint(ctx context.Context, tx pgx.Tx, fn func(pgx.Tx) error) error {
 	return sp.Commit(ctx)
 }
 
-// replayRule is, for the projections whose read model ReplayEntries
-// appends to, the columns of its unique key and the order in which the
-// rows sharing a key rank, the one kept first (see domain.Keep); "" for
-// the key stage.
-func (p Projection) replayRule() (key, order string) {
+// keepRule is how p's read model keeps one row per key: the columns of
+// its unique key, the order in which the rows sharing a key rank (the one
+// kept first, see domain.Keep), and when an incoming row (excluded)
+// replaces the stored one (c), "" when it never does. ApplyEntries upserts
+// by it, and FinishShadow keeps by it what ReplayEntries appended. The key
+// is "" for the key stage, which keeps by other rules.
+func (p Projection) keepRule() (key, order, replaces string) {
 	switch {
 	case p.IsTimeline():
-		return "dedup_key, body_digest", "stream_seq"
+		return "dedup_key, body_digest", "stream_seq", ""
 	case p.Policy == domain.PolicyAll:
-		return "task_id, completed_at", "stream_seq"
+		return "task_id, completed_at", "stream_seq", "excluded.stream_seq < c.stream_seq"
 	case p.Policy == domain.PolicyFirst:
-		return "task_id", "completed_at, stream_seq"
+		return "task_id", "completed_at, stream_seq",
+			"(excluded.completed_at, excluded.stream_seq) < (c.completed_at, c.stream_seq)"
 	case p.Policy == domain.PolicyLatest:
-		return "task_id", "completed_at DESC, stream_seq DESC"
+		return "task_id", "completed_at DESC, stream_seq DESC",
+			"(excluded.completed_at, excluded.stream_seq) > (c.completed_at, c.stream_seq)"
 	}
-	return "", ""
+	return "", "", ""
 }
 
 // readModel is the table ReplayEntries appends to.
@@ -222,14 +226,7 @@ func (p Projection) writeCompletions(ctx context.Context, tx DB, schema string, 
 	if len(cs) == 0 {
 		return nil
 	}
-	conflict, _ := p.replayRule()
-	wins := "(excluded.completed_at, excluded.stream_seq) < (c.completed_at, c.stream_seq)"
-	switch p.Policy {
-	case domain.PolicyAll:
-		wins = "excluded.stream_seq < c.stream_seq"
-	case domain.PolicyLatest:
-		wins = "(excluded.completed_at, excluded.stream_seq) > (c.completed_at, c.stream_seq)"
-	}
+	conflict, _, wins := p.keepRule()
 	upsert := ` ON CONFLICT (` + conflict + `) DO UPDATE SET
 			completed_at = excluded.completed_at, stream_seq = excluded.stream_seq,
 			process_id = excluded.process_id, completed_by = excluded.completed_by,

@@ -52,7 +52,7 @@ func (p Projection) PrepareShadow(ctx context.Context, db DB, targetSeq uint64, 
 // maintaining it row by row, and appending is cheaper than an upsert.
 func (p Projection) DropShadowIndexes(ctx context.Context, db DB) ([]string, error) {
 	shadow, appended := p.ShadowSchema(), ""
-	if key, _ := p.replayRule(); key != "" {
+	if key, _, _ := p.keepRule(); key != "" {
 		appended = table(p.ShadowSchema(), p.readModel())
 	}
 	rows, err := db.Query(ctx, `SELECT format('%I.%I', n.nspname, c.relname), pg_get_indexdef(i.indexrelid),
@@ -98,7 +98,7 @@ func (p Projection) DropShadowIndexes(ctx context.Context, db DB) ([]string, err
 // read model, those its unique index would have refused or replaced: of
 // the rows sharing a key, all but the one the projection keeps.
 func (p Projection) keepReplayed() string {
-	key, order := p.replayRule()
+	key, order, _ := p.keepRule()
 	t := table(p.ShadowSchema(), p.readModel())
 	return "DELETE FROM " + t + " WHERE ctid IN (SELECT ctid FROM (SELECT ctid, row_number() OVER (PARTITION BY " + key +
 		" ORDER BY " + order + ") AS rank FROM " + t + " WHERE (" + key + ") IN (SELECT " + key + " FROM " + t +
