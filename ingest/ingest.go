@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -71,6 +72,9 @@ type Handler struct {
 	opts     Options
 	log      zerolog.Logger
 	inflight *semaphore.Weighted // body bytes being handled
+	// delaySample picks the re-sends with derived keys whose delay is
+	// observed.
+	delaySample sampler
 }
 
 // New returns a webhook handler appending through a.
@@ -186,14 +190,49 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpjson.Write(w, http.StatusAccepted, Response{Status: "accepted", DedupKey: key.Value, StreamSeq: appended.Seq})
 		return
 	}
-	// The original tells a retry from a reused sender-chosen key, and how
-	// late the re-send is; a derived key needs it only for the latter.
+	if !key.Explicit() {
+		// A derived key stands for the event's content: the answer needs
+		// nothing of the original, which only tells how late the re-send
+		// is. Reading it back costs the stream a read of a message block,
+		// so it is done aside, for a sample of these re-sends.
+		h.repeat(w, key, body, appended.Seq, "", time.Time{}, metrics.TierJetStreamWindow)
+		if now := h.opts.Now(); h.opts.Metrics != nil && h.delaySample.allow(now) {
+			go h.observeDelay(appended.Seq, now)
+		}
+		return
+	}
+	// The original's body tells a retry from a reused sender-chosen key.
 	original, err := h.appender.Original(ctx, appended.Seq)
-	if err != nil && key.Explicit() {
+	if err != nil {
 		h.unavailable(w, err)
 		return
 	}
 	h.repeat(w, key, body, appended.Seq, original.BodyDigest, original.StoredAt, metrics.TierJetStreamWindow)
+}
+
+// delaySampleEvery is how often, at most, the original of a re-send with a
+// derived key is read back to time the re-send.
+const delaySampleEvery = 100 * time.Millisecond
+
+// observeDelay reads back the original stored at seq and records how late
+// its re-send, received at, came.
+func (h *Handler) observeDelay(seq uint64, received time.Time) {
+	ctx, cancel := context.WithTimeout(context.Background(), h.opts.PublishTimeout)
+	defer cancel()
+	if original, err := h.appender.Original(ctx, seq); err == nil {
+		h.opts.Metrics.ResendDelayed(metrics.TierJetStreamWindow, received.Sub(original.StoredAt))
+	}
+}
+
+// sampler lets through at most one event per delaySampleEvery.
+type sampler struct {
+	next atomic.Int64 // Unix ns from which the next event is let through
+}
+
+// allow reports whether the event at now is let through.
+func (s *sampler) allow(now time.Time) bool {
+	next := s.next.Load()
+	return now.UnixNano() >= next && s.next.CompareAndSwap(next, now.Add(delaySampleEvery).UnixNano())
 }
 
 // repeat answers a re-send of the event stored at seq with digest at

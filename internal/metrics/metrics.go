@@ -206,8 +206,17 @@ func (m *Metrics) Deduplicated(tier string, original, now time.Time) {
 	}
 	m.dedupHits.WithLabelValues(tier).Inc()
 	if !original.IsZero() {
-		m.resendDelay.WithLabelValues(tier).Observe(max(now.Sub(original), 0).Seconds())
+		m.ResendDelayed(tier, now.Sub(original))
 	}
+}
+
+// ResendDelayed records how long after its original a re-send caught by
+// tier came.
+func (m *Metrics) ResendDelayed(tier string, delay time.Duration) {
+	if m == nil {
+		return
+	}
+	m.resendDelay.WithLabelValues(tier).Observe(max(delay, 0).Seconds())
 }
 
 // StoredResends records re-sends that were stored again (ingest could not
@@ -218,7 +227,7 @@ func (m *Metrics) StoredResends(delays []time.Duration) {
 		return
 	}
 	for _, d := range delays {
-		m.resendDelay.WithLabelValues(TierKeyStage).Observe(max(d, 0).Seconds())
+		m.ResendDelayed(TierKeyStage, d)
 	}
 }
 
