@@ -17,8 +17,10 @@ import (
 // ReadOptions says what a Reader reads and how much it holds at once.
 // Stream is required; zero bounds and waits take the defaults shown.
 type ReadOptions struct {
-	Stream   string   // stream name
-	Subjects []string // subject filters; the stream's events of every source, usually
+	Stream string // stream name
+	// Subjects filter the events read; none reads every event of the
+	// stream, which spares the server matching each one against a filter.
+	Subjects []string
 	// MaxCount and MaxBytes bound a batch: it ends at whichever is reached
 	// first (a single message larger than MaxBytes still makes a batch).
 	// Defaults 500 and 4 MiB.

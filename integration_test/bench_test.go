@@ -75,7 +75,7 @@ func BenchmarkRebuild(b *testing.B) {
 
 	p := projections.ForPolicy(domain.PolicyAll)
 	rebuilder := consumers.NewRebuilder(bd.svc.Pool(), bd.js, consumers.ReadOptions{
-		Stream: bd.stream, Subjects: []string{bd.allSubjects()}, MaxCount: 5000, MaxBytes: 16 << 20,
+		Stream: bd.stream, MaxCount: 5000, MaxBytes: 16 << 20,
 		Wait: 200 * time.Millisecond, Linger: 5 * time.Millisecond,
 	}, testLogger(b))
 	bd.svc.Start()

@@ -170,8 +170,7 @@ func open(ctx context.Context, cfg config.Config, log zerolog.Logger, o options)
 	s.recentIngest = metrics.NewRecent(s.metrics.WebhookOutcomes, 5*time.Second, 15*time.Minute)
 	s.running.Go(func() { s.recentIngest.Run(s.background) })
 	read := consumers.ReadOptions{
-		Stream:   cfg.Stream,
-		Subjects: []string{s.streamConfig().AllSubjects()},
+		Stream:   cfg.Stream, // every event, unless partitioned below
 		MaxCount: cfg.BatchSize,
 		MaxBytes: batchBytes,
 		Wait:     time.Second,
