@@ -82,7 +82,7 @@ func NewDurableTier(db projections.DB, opts DurableOptions, log zerolog.Logger) 
 	}
 	d := &DurableTier{db: db, opts: opts, log: log, requests: make(chan recall, 4*opts.MaxBatch)}
 	if opts.FirstAfter != nil {
-		d.filter = newKeyFilter(opts.FirstAfter)
+		d.filter = newKeyFilter(opts.FirstAfter, opts.Now, opts.Window/2)
 	}
 	return d
 }

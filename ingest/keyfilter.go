@@ -13,31 +13,37 @@ import (
 )
 
 // keyFilter lets the durable tier answer most lookups without Postgres: it
-// holds a Bloom filter of the dedup keys the key stage has recorded through
-// a stream sequence (loaded), and when the stream stored its first event
-// after that one (covered). The tier's query can only find a key the key
-// stage recorded, whose original is older than JetStream's duplicate
-// window. Every event after loaded was stored at or after covered; so while
-// covered is within the window, a key the filter has never seen cannot be
-// found by the query, and the lookup is answered "unknown" without it (a
-// re-send of such an event is JetStream's to answer). Otherwise, or for a
-// key the filter may hold, the lookup queries as before. A false positive
-// costs a query; there are no false negatives, since keys are only ever
-// added (a key the key stage forgets stays in the filter, and costs a
-// query).
+// holds a Bloom filter of the dedup keys the key stage recorded for the
+// events the stream stored before a time (covered), loaded as they age
+// past half of JetStream's duplicate window. The tier's query can only find
+// a key the key stage recorded, whose original is older than the window;
+// so while covered is within the window, a key the filter has never seen
+// cannot be found by the query, and the lookup is answered "unknown"
+// without it (a re-send of such an event is JetStream's to answer). That
+// includes the most frequent re-sends, those of events stored moments ago:
+// their keys are recorded but not loaded yet. Otherwise, or for a key the
+// filter may hold, the lookup queries as before. A false positive costs a
+// query; there are no false negatives, since keys are only ever added (a
+// key the key stage forgets stays in the filter, and costs a query).
+//
+// Loading by stored time assumes, as JetStream's window does, that the
+// stream's timestamps grow with its sequence.
 type keyFilter struct {
 	// firstAfter reads when the stream stored its first event after a
 	// sequence (eventlog.Position.FirstAfter).
 	firstAfter func(ctx context.Context, seq uint64) (time.Time, bool, error)
+	now        func() time.Time // the clock
+	// recent is how long after it was stored a key is loaded.
+	recent time.Duration
 
 	mu      sync.RWMutex
 	bloom   *bloom
 	covered time.Time // every event whose key bloom lacks was stored at or after this
 
 	// Used by the refreshing goroutine only.
-	pending *bloom // a filter being loaded anew, answering once loaded
-	loaded  uint64 // the keys recorded through this stream sequence are in bloom (or pending)
-	table   uint32 // the oid of the key stage's table loaded from; a rebuild swaps in another
+	loadedUntil time.Time // the keys of the events stored before this are in bloom
+	checkpoint  uint64    // the key stage's checkpoint at the last refresh
+	table       uint32    // the oid of the key stage's table loaded from; a rebuild swaps in another
 }
 
 // keysTable is the key stage's table of keys.
@@ -47,22 +53,25 @@ var keysTable = pgx.Identifier{projections.EventKeys.Name, "keys"}.Sanitize()
 // stage holds more it is loaded anew at twice the size.
 const filterCapacity = 1 << 20
 
-func newKeyFilter(firstAfter func(context.Context, uint64) (time.Time, bool, error)) *keyFilter {
-	return &keyFilter{firstAfter: firstAfter, bloom: newBloom(filterCapacity)}
+func newKeyFilter(firstAfter func(context.Context, uint64) (time.Time, bool, error), now func() time.Time,
+	recent time.Duration) *keyFilter {
+	return &keyFilter{firstAfter: firstAfter, now: now, recent: recent, bloom: newBloom(filterCapacity)}
 }
 
 // absent reports whether the key stage's table holds no key of an event
-// stored before since under key, as far as the filter knows: every event it
-// has not loaded was stored at or after since, and it never saw key.
+// stored before since under key, as far as the filter knows: every event
+// whose key it has not loaded was stored at or after since, and it never
+// saw key.
 func (f *keyFilter) absent(key string, since time.Time) bool {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return !f.covered.IsZero() && !f.covered.Before(since) && !f.bloom.mayContain(key)
 }
 
-// refresh loads the keys the key stage recorded since the last refresh and
-// notes when the stream stored the first event after them.
+// refresh loads the keys of the events stored since the last refresh and
+// more than f.recent ago, as far as the key stage has recorded them.
 func (f *keyFilter) refresh(ctx context.Context, db projections.DB) error {
+	until := f.now().Add(-f.recent)
 	var table uint32
 	if err := db.QueryRow(ctx, "SELECT $1::regclass::oid", keysTable).Scan(&table); err != nil {
 		return fmt.Errorf("find the key stage's table: %w", err)
@@ -71,54 +80,54 @@ func (f *keyFilter) refresh(ctx context.Context, db projections.DB) error {
 	if err != nil {
 		return err
 	}
-	f.mu.RLock()
-	live := f.bloom
-	f.mu.RUnlock()
-	b := live
-	if f.pending != nil {
-		b = f.pending
+	// The key stage has recorded the key of every event stored before the
+	// first one it has not applied, and none of those after.
+	unapplied, ok, err := f.firstAfter(ctx, checkpoint)
+	if err != nil {
+		return err
 	}
+	if ok && unapplied.Before(until) {
+		until = unapplied
+	}
+	f.mu.RLock()
+	b := f.bloom
+	f.mu.RUnlock()
+	live := true
 	switch {
-	case table != f.table || checkpoint < f.loaded:
-		// A rebuild swapped in another table (whose keys up to loaded may
-		// differ: another stream, another retention), or the key stage
-		// moved back: what the filter holds may miss keys now recorded.
-		// Answer nothing until a new one is loaded.
+	case table != f.table || checkpoint < f.checkpoint:
+		// A rebuild swapped in another table (whose keys of events loaded
+		// already may differ: another stream, another retention), or the
+		// key stage moved back: what the filter holds may miss keys now
+		// recorded. Answer nothing until a new one is loaded.
 		f.mu.Lock()
 		f.covered = time.Time{}
 		f.mu.Unlock()
-		b, f.loaded, f.table = newBloom(filterCapacity), 0, table
+		b, live, f.loadedUntil, f.table = newBloom(filterCapacity), false, time.Time{}, table
 	case b.count > b.capacity:
 		// Full: load a new one at twice the size, while this one goes on
 		// answering for what it holds.
-		b, f.loaded = newBloom(2*b.count), 0
+		b, live, f.loadedUntil = newBloom(2*b.count), false, time.Time{}
 	}
-	if err := f.load(ctx, db, b, b == live, checkpoint); err != nil {
-		return err
-	}
-	f.loaded = max(f.loaded, checkpoint)
-	looked := time.Now()
-	covered, ok, err := f.firstAfter(ctx, f.loaded)
-	if err != nil {
-		if b != live {
-			f.pending = b
+	f.checkpoint = checkpoint
+	if until.After(f.loadedUntil) {
+		if err := f.load(ctx, db, b, live, until); err != nil {
+			return err
 		}
-		return err
+		f.loadedUntil = until
 	}
-	if !ok {
-		covered = looked // nothing after loaded yet: what comes is newer
-	}
+	// Every event stored before until has its key loaded now, and no later
+	// one may have (the key stage may lag behind what was loaded before).
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.bloom, f.covered, f.pending = b, covered, nil
+	f.bloom, f.covered = b, until
 	return nil
 }
 
-// load adds to b the keys recorded after f.loaded through checkpoint,
-// under the lock when b answers lookups.
-func (f *keyFilter) load(ctx context.Context, db projections.DB, b *bloom, live bool, checkpoint uint64) error {
-	rows, err := db.Query(ctx, "SELECT dedup_key FROM "+keysTable+" WHERE stream_seq > $1 AND stream_seq <= $2",
-		int64(f.loaded), int64(checkpoint))
+// load adds to b the keys of the events stored from f.loadedUntil to
+// until, under the lock when b answers lookups.
+func (f *keyFilter) load(ctx context.Context, db projections.DB, b *bloom, live bool, until time.Time) error {
+	rows, err := db.Query(ctx, "SELECT dedup_key FROM "+keysTable+" WHERE stored_at >= $1 AND stored_at < $2",
+		f.loadedUntil, until)
 	if err != nil {
 		return fmt.Errorf("load dedup keys: %w", err)
 	}
