@@ -151,7 +151,8 @@ func (d *DurableTier) answer(ctx context.Context, batch []recall) {
 
 // refreshFilter refreshes the key filter every second until ctx ends. A
 // failed refresh leaves the filter as it was: its coverage ages, and
-// lookups go to Postgres once it no longer reaches past the window.
+// lookups go to Postgres from a quarter of the window after the last
+// refresh (see filterHorizon; the filter covers up to half a window ago).
 func (d *DurableTier) refreshFilter(ctx context.Context) {
 	failed := false
 	for {

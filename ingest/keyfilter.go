@@ -26,8 +26,13 @@ import (
 // query; there are no false negatives, since keys are only ever added (a
 // key the key stage forgets stays in the filter, and costs a query).
 //
-// Loading by stored time assumes, as JetStream's window does, that the
-// stream's timestamps grow with its sequence.
+// Keys are loaded by their events' stored time, and also by sequence those
+// the key stage recorded since the last load for events stamped before
+// what was loaded (the stream's timestamps can step back, after a leader
+// change to a server whose clock is behind): every recorded key is loaded.
+// covered assumes the timestamps grow with the sequence, as JetStream's
+// window does; where they step back, it is wrong only until the key stage
+// has applied the event stamped earlier.
 type keyFilter struct {
 	// firstAfter reads when the stream stored its first event after a
 	// sequence (eventlog.Position.FirstAfter).
@@ -41,7 +46,8 @@ type keyFilter struct {
 	covered time.Time // every event whose key bloom lacks was stored at or after this
 
 	// Used by the refreshing goroutine only.
-	loadedUntil time.Time // the keys of the events stored before this are in bloom
+	loadedUntil time.Time // the keys of the events stored before this are in bloom,
+	loadedSeq   uint64    // as recorded through this sequence of the key stage
 	checkpoint  uint64    // the key stage's checkpoint at the last refresh
 	table       uint32    // the oid of the key stage's table loaded from; a rebuild swaps in another
 }
@@ -102,21 +108,33 @@ func (f *keyFilter) refresh(ctx context.Context, db projections.DB) error {
 		f.mu.Lock()
 		f.covered = time.Time{}
 		f.mu.Unlock()
-		b, live, f.loadedUntil, f.table = newBloom(filterCapacity), false, time.Time{}, table
+		b, live, f.loadedUntil, f.loadedSeq, f.table = newBloom(filterCapacity), false, time.Time{}, 0, table
 	case b.count > b.capacity:
 		// Full: load a new one at twice the size, while this one goes on
 		// answering for what it holds.
-		b, live, f.loadedUntil = newBloom(2*b.count), false, time.Time{}
+		b, live, f.loadedUntil, f.loadedSeq = newBloom(2*b.count), false, time.Time{}, 0
 	}
 	f.checkpoint = checkpoint
-	if until.After(f.loadedUntil) {
-		if err := f.load(ctx, db, b, live, until); err != nil {
-			return err
-		}
-		f.loadedUntil = until
+	loadUntil := f.loadedUntil
+	if until.After(loadUntil) {
+		loadUntil = until
 	}
+	if err := f.load(ctx, db, b, live, loadUntil, checkpoint); err != nil {
+		return err
+	}
+	// A rebuild that swapped the table in while this loaded would leave the
+	// filter without the keys of the new one: the next refresh starts anew.
+	var after uint32
+	if err := db.QueryRow(ctx, "SELECT $1::regclass::oid", keysTable).Scan(&after); err != nil {
+		return fmt.Errorf("find the key stage's table: %w", err)
+	}
+	if after != table {
+		return nil
+	}
+	f.loadedUntil, f.loadedSeq = loadUntil, checkpoint
 	// Every event stored before until has its key loaded now, and no later
-	// one may have (the key stage may lag behind what was loaded before).
+	// one may have: until is at most the first event the key stage has not
+	// applied.
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.bloom, f.covered = b, until
@@ -124,10 +142,14 @@ func (f *keyFilter) refresh(ctx context.Context, db projections.DB) error {
 }
 
 // load adds to b the keys of the events stored from f.loadedUntil to
-// until, under the lock when b answers lookups.
-func (f *keyFilter) load(ctx context.Context, db projections.DB, b *bloom, live bool, until time.Time) error {
-	rows, err := db.Query(ctx, "SELECT dedup_key FROM "+keysTable+" WHERE stored_at >= $1 AND stored_at < $2",
-		f.loadedUntil, until)
+// until, and those recorded after f.loadedSeq through checkpoint for events
+// stamped before f.loadedUntil (an event stamped earlier than one before
+// it, as after a leader change to a server whose clock is behind), under
+// the lock when b answers lookups.
+func (f *keyFilter) load(ctx context.Context, db projections.DB, b *bloom, live bool, until time.Time, checkpoint uint64) error {
+	rows, err := db.Query(ctx, "SELECT dedup_key FROM "+keysTable+" WHERE stored_at >= $1 AND stored_at < $2"+
+		" UNION ALL SELECT dedup_key FROM "+keysTable+" WHERE stream_seq > $3 AND stream_seq <= $4 AND stored_at < $1",
+		f.loadedUntil, until, int64(f.loadedSeq), int64(checkpoint))
 	if err != nil {
 		return fmt.Errorf("load dedup keys: %w", err)
 	}

@@ -45,12 +45,41 @@ type keyFilterBundle struct {
 	stored []time.Time // by sequence - 1
 }
 
-func newKeyFilterBundle(t *testing.T, window time.Duration) *keyFilterBundle {
+// newKeyFilterBundle returns a bundle whose tier reads now (nil for
+// time.Now) as its clock.
+func newKeyFilterBundle(t *testing.T, window time.Duration, now func() time.Time) *keyFilterBundle {
 	t.Helper()
 	b := &keyFilterBundle{db: testenv.NewMigratedPool(t)}
 	b.tier = NewDurableTier(b.db, DurableOptions{Retention: 24 * time.Hour, Window: window, Timeout: time.Minute,
-		FirstAfter: b.firstAfter}, zerolog.Nop())
+		FirstAfter: b.firstAfter, Now: now}, zerolog.Nop())
 	return b
+}
+
+// startLookups runs the tier's query workers until the test ends.
+func (b *keyFilterBundle) startLookups(t *testing.T) {
+	ctx, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	for range b.tier.opts.Workers {
+		go b.tier.work(ctx)
+	}
+}
+
+// manualClock is a clock the test moves.
+type manualClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *manualClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *manualClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
 }
 
 func (b *keyFilterBundle) firstAfter(_ context.Context, seq uint64) (time.Time, bool, error) {
@@ -115,12 +144,9 @@ func (b *keyFilterBundle) recall(t *testing.T, key string) (found, queried bool)
 // lookup queries.
 func TestKeyFilterSkipsQueriesOnlyWhileItCoversTheWindow(t *testing.T) {
 	t.Parallel()
-	b := newKeyFilterBundle(t, time.Minute)
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	for range b.tier.opts.Workers {
-		go b.tier.work(ctx)
-	}
+	b := newKeyFilterBundle(t, time.Minute, nil)
+	b.startLookups(t)
+	ctx := context.Background()
 	now := time.Now()
 	b.store(t, "s:old", now.Add(-time.Hour), true)
 	b.store(t, "s:lagging", now.Add(-10*time.Minute), false) // the key stage has not applied it yet
@@ -168,5 +194,51 @@ func TestKeyFilterSkipsQueriesOnlyWhileItCoversTheWindow(t *testing.T) {
 	b.refresh(t)
 	if found, _ := b.recall(t, "s:adopted"); !found {
 		t.Error("a key of the swapped-in table, at a sequence loaded before, was not found")
+	}
+}
+
+// The key of an event stored moments ago is loaded once it is half a
+// window old, and found in Postgres once it is older than the window.
+func TestKeyFilterLoadsAKeyAsItAges(t *testing.T) {
+	t.Parallel()
+	clock := &manualClock{now: time.Now()}
+	b := newKeyFilterBundle(t, time.Minute, clock.Now)
+	b.startLookups(t)
+	b.store(t, "s:moment", clock.Now(), true)
+	b.refresh(t)
+	if found, queried := b.recall(t, "s:moment"); found || queried {
+		t.Errorf("moments after: found %v, queried %v; want neither", found, queried)
+	}
+	clock.advance(40 * time.Second)
+	b.refresh(t)
+	if found, queried := b.recall(t, "s:moment"); found || !queried {
+		t.Errorf("past half the window: found %v, queried %v; want queried and left to JetStream", found, queried)
+	}
+	clock.advance(30 * time.Second)
+	b.refresh(t)
+	if found, queried := b.recall(t, "s:moment"); !found || !queried {
+		t.Errorf("past the window: found %v, queried %v; want found in Postgres", found, queried)
+	}
+}
+
+// An event stamped earlier than the one before it (a leader change to a
+// server whose clock is behind), applied after the filter loaded past its
+// stamp, still has its key loaded.
+func TestKeyFilterLoadsAKeyStampedBeforeWhatItLoaded(t *testing.T) {
+	t.Parallel()
+	clock := &manualClock{now: time.Now()}
+	b := newKeyFilterBundle(t, time.Minute, clock.Now)
+	b.startLookups(t)
+	now := clock.Now()
+	b.store(t, "s:first", now.Add(-2*time.Minute), true)
+	b.store(t, "s:later", now.Add(-50*time.Second), false)
+	b.store(t, "s:stamped-earlier", now.Add(-55*time.Second), false)
+	b.refresh(t) // loads through the first unapplied event, 50 s ago
+	b.apply(t, "s:later", 2)
+	b.apply(t, "s:stamped-earlier", 3)
+	clock.advance(30 * time.Second)
+	b.refresh(t)
+	if found, queried := b.recall(t, "s:stamped-earlier"); !found || !queried {
+		t.Errorf("a key stamped 85 s ago, before what was loaded: found %v, queried %v; want found in Postgres", found, queried)
 	}
 }
