@@ -242,3 +242,36 @@ func TestKeyFilterLoadsAKeyStampedBeforeWhatItLoaded(t *testing.T) {
 		t.Errorf("a key stamped 85 s ago, before what was loaded: found %v, queried %v; want found in Postgres", found, queried)
 	}
 }
+
+// A filter holding more keys than it was sized for is loaded anew at twice
+// the size, while the full one goes on answering, and the new one holds
+// every recorded key.
+func TestKeyFilterFullIsLoadedAnewAtTwiceTheSize(t *testing.T) {
+	t.Parallel()
+	b := newKeyFilterBundle(t, time.Minute, nil)
+	f := b.tier.filter
+	b.refresh(t) // the first refresh starts a filter of the table
+	f.bloom = newBloom(2)
+	keys := []string{"s:1", "s:2", "s:3", "s:4", "s:5"}
+	for _, k := range keys {
+		b.store(t, k, time.Now().Add(-time.Hour), true)
+	}
+	b.refresh(t)
+	full := f.bloom
+	if full.capacity != 2 || full.count != len(keys) {
+		t.Fatalf("after loading %d keys: capacity %d, count %d; want the small filter over-filled", len(keys), full.capacity, full.count)
+	}
+	b.refresh(t)
+	if f.bloom == full || f.bloom.capacity != 2*len(keys) || f.bloom.count != len(keys) {
+		t.Fatalf("after the next refresh: capacity %d, count %d; want a new filter of %d holding %d",
+			f.bloom.capacity, f.bloom.count, 2*len(keys), len(keys))
+	}
+	for _, k := range keys {
+		if !f.bloom.mayContain(k) {
+			t.Errorf("%s missing from the filter loaded anew", k)
+		}
+	}
+	if f.absent("s:1", time.Now().Add(-45*time.Second)) {
+		t.Error("a recorded key is answered absent")
+	}
+}
