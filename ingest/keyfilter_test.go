@@ -91,9 +91,9 @@ func (b *keyFilterBundle) firstAfter(_ context.Context, seq uint64) (time.Time, 
 	return b.stored[seq], true, nil
 }
 
-// store stores an event under key at the stream's next sequence, at time
-// at (later than the events before it), and when applied records its key
-// and moves the key stage's checkpoint there.
+// store stores an event under key at the stream's next sequence, stamped
+// at, and when applied records its key and moves the key stage's
+// checkpoint there.
 func (b *keyFilterBundle) store(t *testing.T, key string, at time.Time, applied bool) {
 	t.Helper()
 	b.mu.Lock()
