@@ -78,9 +78,9 @@ func (f *keyFilter) absent(key string, since time.Time) bool {
 // more than f.recent ago, as far as the key stage has recorded them.
 func (f *keyFilter) refresh(ctx context.Context, db projections.DB) error {
 	until := f.now().Add(-f.recent)
-	var table uint32
-	if err := db.QueryRow(ctx, "SELECT $1::regclass::oid", keysTable).Scan(&table); err != nil {
-		return fmt.Errorf("find the key stage's table: %w", err)
+	table, err := keysTableOID(ctx, db)
+	if err != nil {
+		return err
 	}
 	checkpoint, err := projections.Checkpoint(ctx, db, projections.EventKeys.Name)
 	if err != nil {
@@ -124,12 +124,8 @@ func (f *keyFilter) refresh(ctx context.Context, db projections.DB) error {
 	}
 	// A rebuild that swapped the table in while this loaded would leave the
 	// filter without the keys of the new one: the next refresh starts anew.
-	var after uint32
-	if err := db.QueryRow(ctx, "SELECT $1::regclass::oid", keysTable).Scan(&after); err != nil {
-		return fmt.Errorf("find the key stage's table: %w", err)
-	}
-	if after != table {
-		return nil
+	if after, err := keysTableOID(ctx, db); err != nil || after != table {
+		return err
 	}
 	f.loadedUntil, f.loadedSeq = loadUntil, checkpoint
 	// Every event stored before until has its key loaded now, and no later
@@ -139,6 +135,16 @@ func (f *keyFilter) refresh(ctx context.Context, db projections.DB) error {
 	defer f.mu.Unlock()
 	f.bloom, f.covered = b, until
 	return nil
+}
+
+// keysTableOID identifies the key stage's table now: a rebuild swaps in
+// another under the same name.
+func keysTableOID(ctx context.Context, db projections.DB) (uint32, error) {
+	var oid uint32
+	if err := db.QueryRow(ctx, "SELECT $1::regclass::oid", keysTable).Scan(&oid); err != nil {
+		return 0, fmt.Errorf("find the key stage's table: %w", err)
+	}
+	return oid, nil
 }
 
 // load adds to b the keys of the events stored from f.loadedUntil to
