@@ -48,7 +48,14 @@ type repeat struct {
 // entry's timestamp (which changes no later decision). It returns, for each
 // exact duplicate among the repeats, how long after its original it was
 // stored (reused keys are not re-sends and are left out).
-func (p Projection) applyKeys(ctx context.Context, tx DB, schema string, entries []Entry) (Applied, error) {
+//
+// Most batches bring only keys the table does not hold (the ingest answers
+// re-sends before they are stored). So it first decides as if the table
+// held none of the batch's keys, and records the originals so decided with
+// a plain INSERT, which fails if one is there after all: only then does it
+// read the table's originals of those keys and decide again knowing them.
+// Either way the decisions are those the table's originals call for.
+func (p Projection) applyKeys(ctx context.Context, tx pgx.Tx, schema string, entries []Entry) (Applied, error) {
 	var keys []string
 	for _, e := range entries {
 		if e.DecodeErr == nil {
@@ -58,48 +65,69 @@ func (p Projection) applyKeys(ctx context.Context, tx DB, schema string, entries
 	if len(keys) == 0 {
 		return Applied{}, nil
 	}
-	known, err := Originals(ctx, tx, schema, keys, time.Time{})
+	d := p.decideKeys(entries, map[string]Original{})
+	err := inSavepoint(ctx, tx, func(sp pgx.Tx) error { return insertOriginals(ctx, sp, schema, d.fresh, "") })
+	if isUniqueViolation(err) {
+		var known map[string]Original
+		if known, err = Originals(ctx, tx, schema, keys, time.Time{}); err != nil {
+			return Applied{}, err
+		}
+		d = p.decideKeys(entries, known)
+		// A key the table holds already is one past its retention, not
+		// yet forgotten.
+		err = insertOriginals(ctx, tx, schema, d.fresh, ` ON CONFLICT (dedup_key) DO UPDATE SET
+			stream_seq = excluded.stream_seq, body_digest = excluded.body_digest, stored_at = excluded.stored_at`)
+	}
 	if err != nil {
 		return Applied{}, err
 	}
-	fresh := map[string]Original{}
-	var repeats []repeat
-	var out Applied
-	var newest time.Time
+	if err := insertRepeats(ctx, tx, schema, d.repeats); err != nil {
+		return Applied{}, err
+	}
+	if p.KeyRetention > 0 {
+		if _, err := tx.Exec(ctx, "DELETE FROM "+table(schema, "keys")+" WHERE stored_at < $1",
+			d.newest.Add(-p.KeyRetention)); err != nil {
+			return Applied{}, fmt.Errorf("forget expired keys: %w", err)
+		}
+	}
+	return d.applied, nil
+}
+
+// keyDecisions is what the key stage decided for a batch.
+type keyDecisions struct {
+	fresh   map[string]Original // the originals to record, by key
+	repeats []repeat
+	newest  time.Time // the latest stored time among the entries
+	applied Applied   // with the re-sends' delays
+}
+
+// decideKeys tells, in stream order, which entries are originals and which
+// repeat one, known holding the originals recorded before; it adds the new
+// originals to known.
+func (p Projection) decideKeys(entries []Entry, known map[string]Original) keyDecisions {
+	d := keyDecisions{fresh: map[string]Original{}}
 	for _, e := range entries {
 		if e.DecodeErr != nil {
 			continue
 		}
 		at := e.Message.Stored
-		if at.After(newest) {
-			newest = at
+		if at.After(d.newest) {
+			d.newest = at
 		}
 		digest := domain.BodyDigest(e.Message.Body)
 		o, ok := known[e.Record.DedupKey]
 		if !ok || (p.KeyRetention > 0 && at.Sub(o.StoredAt) > p.KeyRetention) {
 			o = Original{Key: e.Record.DedupKey, Seq: e.Message.Seq, Digest: digest, StoredAt: at}
-			known[o.Key], fresh[o.Key] = o, o
+			known[o.Key], d.fresh[o.Key] = o, o
 			continue
 		}
 		r := repeat{seq: e.Message.Seq, originalSeq: o.Seq, key: o.Key, reused: e.ExplicitKey && digest != o.Digest}
-		repeats = append(repeats, r)
+		d.repeats = append(d.repeats, r)
 		if !r.reused && !at.IsZero() && !o.StoredAt.IsZero() {
-			out.ResendDelays = append(out.ResendDelays, at.Sub(o.StoredAt))
+			d.applied.ResendDelays = append(d.applied.ResendDelays, at.Sub(o.StoredAt))
 		}
 	}
-	if err := upsertOriginals(ctx, tx, schema, fresh); err != nil {
-		return Applied{}, err
-	}
-	if err := insertRepeats(ctx, tx, schema, repeats); err != nil {
-		return Applied{}, err
-	}
-	if p.KeyRetention > 0 {
-		if _, err := tx.Exec(ctx, "DELETE FROM "+table(schema, "keys")+" WHERE stored_at < $1",
-			newest.Add(-p.KeyRetention)); err != nil {
-			return Applied{}, fmt.Errorf("forget expired keys: %w", err)
-		}
-	}
-	return out, nil
+	return d
 }
 
 // Originals returns the originals of keys stored at or after since, by key.
@@ -133,7 +161,9 @@ func Originals(ctx context.Context, db DB, schema string, keys []string, since t
 	return out, rows.Err()
 }
 
-func upsertOriginals(ctx context.Context, tx DB, schema string, originals map[string]Original) error {
+// insertOriginals records originals, onConflict deciding what becomes of
+// a key the table holds already ("" fails on one).
+func insertOriginals(ctx context.Context, tx pgx.Tx, schema string, originals map[string]Original, onConflict string) error {
 	if len(originals) == 0 {
 		return nil
 	}
@@ -143,9 +173,7 @@ func upsertOriginals(ctx context.Context, tx DB, schema string, originals map[st
 		keys, seqs, digests, times = append(keys, o.Key), append(seqs, int64(o.Seq)), append(digests, o.Digest), append(times, o.StoredAt)
 	}
 	_, err := tx.Exec(ctx, "INSERT INTO "+table(schema, "keys")+` (dedup_key, stream_seq, body_digest, stored_at)
-		SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::timestamptz[])
-		ON CONFLICT (dedup_key) DO UPDATE SET stream_seq = excluded.stream_seq,
-			body_digest = excluded.body_digest, stored_at = excluded.stored_at`, keys, seqs, digests, times)
+		SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::timestamptz[])`+onConflict, keys, seqs, digests, times)
 	if err != nil {
 		return fmt.Errorf("record dedup keys: %w", err)
 	}

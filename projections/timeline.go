@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/taskledger/taskledger/domain"
@@ -36,7 +37,7 @@ type TimelineEvent struct {
 //
 // Appending (see ReplayEntries), it inserts the events without looking for
 // those already kept, and counts no re-sends.
-func applyTimeline(ctx context.Context, tx DB, schema string, entries []Entry, repeats map[uint64]repeat, appending bool) (duplicates int, err error) {
+func applyTimeline(ctx context.Context, tx pgx.Tx, schema string, entries []Entry, repeats map[uint64]repeat, appending bool) (duplicates int, err error) {
 	n := len(entries)
 	seqs, taskIDs, types, sources := make([]int64, 0, n), make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
 	keys, digests, eventIDs, externalIDs := make([]string, 0, n), make([]string, 0, n), make([]pgtype.Text, 0, n), make([]pgtype.Text, 0, n)
@@ -65,15 +66,18 @@ func applyTimeline(ctx context.Context, tx DB, schema string, entries []Entry, r
 	if len(seqs) == 0 {
 		return 0, nil
 	}
-	skipKept := " ON CONFLICT DO NOTHING"
-	if appending {
-		skipKept = ""
-	}
-	tag, err := tx.Exec(ctx, "INSERT INTO "+table(schema, "events")+`
+	insert := "INSERT INTO " + table(schema, "events") + `
 		(stream_seq, task_id, event, source, dedup_key, body_digest, event_id, external_id, received_at, headers, body)
 		SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-			$7::text[], $8::text[], $9::timestamptz[], $10::json[], $11::bytea[])`+skipKept,
-		seqs, taskIDs, types, sources, keys, digests, eventIDs, externalIDs, receivedAt, headers, bodies)
+			$7::text[], $8::text[], $9::timestamptz[], $10::json[], $11::bytea[])`
+	args := []any{seqs, taskIDs, types, sources, keys, digests, eventIDs, externalIDs, receivedAt, headers, bodies}
+	var tag pgconn.CommandTag
+	if appending {
+		tag, err = tx.Exec(ctx, insert, args...)
+	} else {
+		// A re-send appended again past the duplicate window is rare.
+		tag, err = insertExpectingNew(ctx, tx, insert, " ON CONFLICT DO NOTHING", args...)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("insert timeline events: %w", err)
 	}
