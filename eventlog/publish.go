@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/taskledger/taskledger/domain"
 )
 
 // ErrUnavailable wraps every failure to get an append acknowledged: the
@@ -125,5 +127,5 @@ func (a *Appender) Original(ctx context.Context, seq uint64) (Original, error) {
 	if err != nil {
 		return Original{}, fmt.Errorf("%w: read event %d: %w", ErrUnavailable, seq, err)
 	}
-	return Original{BodyDigest: m.Header.Get(HeaderBodyDigest), StoredAt: m.Time}, nil
+	return Original{BodyDigest: domain.BodyDigest(m.Data), StoredAt: m.Time}, nil
 }

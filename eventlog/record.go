@@ -16,7 +16,6 @@ import (
 // Headers stored on every event message, besides Nats-Msg-Id.
 const (
 	HeaderSource     = "Taskledger-Source"
-	HeaderBodyDigest = "Taskledger-Body-Digest"
 	HeaderKeyOrigin  = "Taskledger-Key-Origin"
 	HeaderReceivedAt = "Taskledger-Received-At"
 	// HeaderSignatureScheme and HeaderSignatureSecret record how the
@@ -64,7 +63,6 @@ func (r Record) Message(subject string) *nats.Msg {
 	m.Data = r.Body
 	m.Header.Set(nats.MsgIdHdr, r.Key.Value)
 	m.Header.Set(HeaderSource, r.Source)
-	m.Header.Set(HeaderBodyDigest, domain.BodyDigest(r.Body))
 	m.Header.Set(HeaderKeyOrigin, string(r.Key.Origin))
 	m.Header.Set(HeaderReceivedAt, r.ReceivedAt.UTC().Format(time.RFC3339Nano))
 	if r.Signature.Scheme != "" {
