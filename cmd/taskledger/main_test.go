@@ -273,3 +273,16 @@ func TestBoundHeapFollowsTheBudgetUnlessGOMEMLIMITIsSet(t *testing.T) {
 		t.Error("boundHeap changed the limit although GOMEMLIMIT sets one")
 	}
 }
+
+func TestPaceCollectorUnlessGOGCIsSet(t *testing.T) {
+	before := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(before) })
+	t.Setenv("GOGC", "")
+	if !paceCollector() || debug.SetGCPercent(100) != collectorPace {
+		t.Errorf("GOGC unset: the collector's pace is not %d", collectorPace)
+	}
+	t.Setenv("GOGC", "50")
+	if paceCollector() || debug.SetGCPercent(100) != 100 {
+		t.Error("paceCollector changed the pace although GOGC sets one")
+	}
+}
