@@ -176,12 +176,12 @@ func (p Projection) apply(ctx context.Context, tx pgx.Tx, schema string, entries
 }
 
 // insertExpectingNew runs insert, an INSERT statement, in a savepoint; should
-// a row it adds be in the table already (a unique violation), it runs
-// insert+onConflict instead. Where such rows are rare this spares Postgres
-// most of what ON CONFLICT costs: it inserts every row speculatively, which
-// takes half as long again as a plain INSERT on the timeline, the keys and
-// the completions alike. (The key stage does the same its own way, see
-// applyKeys.)
+// a row it adds meet another by a unique index (one in the table, or one
+// of its own rows), it runs insert+onConflict instead. Where that is rare
+// this spares Postgres most of what ON CONFLICT costs: it inserts every row
+// speculatively, which takes half as long again as a plain INSERT (measured
+// on the timeline, the completions and the keys; the key stage does the
+// same its own way, see applyKeys).
 func insertExpectingNew(ctx context.Context, tx pgx.Tx, insert, onConflict string, args ...any) (pgconn.CommandTag, error) {
 	var tag pgconn.CommandTag
 	err := inSavepoint(ctx, tx, func(sp pgx.Tx) (err error) {
@@ -244,7 +244,8 @@ func (p Projection) readModel() string {
 }
 
 // writeCompletions writes what the policy keeps, one statement whatever the
-// number of completions, replacing a stored row only when the incoming one
+// number of completions (two when the first meets a row, see
+// insertExpectingNew), replacing a stored row only when the incoming one
 // wins by the policy's rule (see domain.Keep), whatever the order or
 // repetition of the completions; repeats of an earlier event are dropped
 // before, as the key stage found them. Appending, it adds them as they are.
@@ -274,9 +275,10 @@ func (p Projection) writeCompletions(ctx context.Context, tx pgx.Tx, schema stri
 	case appending:
 		_, err = tx.Exec(ctx, insert, args...)
 	case p.Policy == domain.PolicyAll:
-		// A completion already kept is a re-send the key stage no longer
-		// remembers: rare. (Under first and latest, a task's next
-		// completion meets the row of its previous one.)
+		// A completion already kept is rare: a re-send the key stage no
+		// longer remembers, or another completion of the task at the same
+		// time. (Under first and latest, a task's next completion meets
+		// the row of its previous one.)
 		_, err = insertExpectingNew(ctx, tx, insert, upsert, args...)
 	default:
 		_, err = tx.Exec(ctx, insert+upsert, args...)

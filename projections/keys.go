@@ -97,7 +97,7 @@ func (p Projection) applyKeys(ctx context.Context, tx pgx.Tx, schema string, ent
 type keyDecisions struct {
 	fresh   map[string]Original // the originals to record, by key
 	repeats []repeat
-	newest  time.Time // the latest stored time among the entries
+	newest  time.Time // the latest stored time among the decoded entries
 	applied Applied   // with the re-sends' delays
 }
 

@@ -27,7 +27,8 @@ type TimelineEvent struct {
 }
 
 // applyTimeline inserts the decoded entries' events, one statement per
-// batch, and folds those that repeat no earlier event (by the key stage's
+// batch (two when the first meets a kept event, see insertExpectingNew),
+// and folds those that repeat no earlier event (by the key stage's
 // repeats) into the task states. An event whose dedup key and body are
 // already kept (a re-send appended again after the duplicate window)
 // changes nothing, so the timeline shows each event once, at its first
