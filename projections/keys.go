@@ -3,6 +3,8 @@ package projections
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -56,20 +58,16 @@ type repeat struct {
 // read the table's originals of those keys and decide again knowing them.
 // Either way the decisions are those the table's originals call for.
 func (p Projection) applyKeys(ctx context.Context, tx pgx.Tx, schema string, entries []Entry) (Applied, error) {
-	var keys []string
-	for _, e := range entries {
-		if e.DecodeErr == nil {
-			keys = append(keys, e.Record.DedupKey)
-		}
-	}
-	if len(keys) == 0 {
-		return Applied{}, nil
-	}
+	// Deciding with no original known, every key of the batch's decoded
+	// entries becomes one of d.fresh.
 	d := p.decideKeys(entries, map[string]Original{})
+	if len(d.fresh) == 0 {
+		return Applied{}, nil // no entry decoded
+	}
 	err := inSavepoint(ctx, tx, func(sp pgx.Tx) error { return insertOriginals(ctx, sp, schema, d.fresh, "") })
 	if isUniqueViolation(err) {
 		var known map[string]Original
-		if known, err = Originals(ctx, tx, schema, keys, time.Time{}); err != nil {
+		if known, err = Originals(ctx, tx, schema, slices.Collect(maps.Keys(d.fresh)), time.Time{}); err != nil {
 			return Applied{}, err
 		}
 		d = p.decideKeys(entries, known)
