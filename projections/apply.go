@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/taskledger/taskledger/domain"
 )
@@ -182,16 +181,16 @@ func (p Projection) apply(ctx context.Context, tx pgx.Tx, schema string, entries
 // speculatively, which takes half as long again as a plain INSERT (measured
 // on the timeline, the completions and the keys; the key stage does the
 // same its own way, see applyKeys).
-func insertExpectingNew(ctx context.Context, tx pgx.Tx, insert, onConflict string, args ...any) (pgconn.CommandTag, error) {
+func insertExpectingNew(ctx context.Context, tx pgx.Tx, insert, onConflict string, columns ...*column) (pgconn.CommandTag, error) {
 	var tag pgconn.CommandTag
 	err := inSavepoint(ctx, tx, func(sp pgx.Tx) (err error) {
-		tag, err = sp.Exec(ctx, insert, args...)
+		tag, err = execColumns(ctx, sp, insert, columns...)
 		return err
 	})
 	if !isUniqueViolation(err) {
 		return tag, err
 	}
-	return tx.Exec(ctx, insert+onConflict, args...)
+	return execColumns(ctx, tx, insert+onConflict, columns...)
 }
 
 // isUniqueViolation reports whether err is a row's being in a table
@@ -260,28 +259,34 @@ func (p Projection) writeCompletions(ctx context.Context, tx pgx.Tx, schema stri
 			source = excluded.source, dedup_key = excluded.dedup_key
 		WHERE ` + wins
 	n := len(cs)
-	taskIDs, times, seqs := make([]string, n), make([]time.Time, n), make([]int64, n)
-	processIDs, users, sources, keys := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	for i, c := range cs {
-		taskIDs[i], times[i], seqs[i] = c.TaskID, c.CompletedAt, int64(c.Seq)
-		processIDs[i], users[i], sources[i], keys[i] = c.ProcessID, c.CompletedBy, c.Source, c.DedupKey
+	taskIDs, times, seqs := newColumn(textElements, n), newColumn(timeElements, n), newColumn(int8Elements, n)
+	processIDs, users := newColumn(textElements, n), newColumn(textElements, n)
+	sources, keys := newColumn(textElements, n), newColumn(textElements, n)
+	for _, c := range cs {
+		taskIDs.text(c.TaskID)
+		times.time(c.CompletedAt)
+		seqs.int8(int64(c.Seq))
+		processIDs.text(c.ProcessID)
+		users.text(c.CompletedBy)
+		sources.text(c.Source)
+		keys.text(c.DedupKey)
 	}
 	insert := "INSERT INTO " + table(schema, "completions") + ` AS c
 		(task_id, completed_at, stream_seq, process_id, completed_by, source, dedup_key)
 		SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])`
-	args := []any{taskIDs, times, seqs, processIDs, users, sources, keys}
+	columns := []*column{taskIDs, times, seqs, processIDs, users, sources, keys}
 	var err error
 	switch {
 	case appending:
-		_, err = tx.Exec(ctx, insert, args...)
+		_, err = execColumns(ctx, tx, insert, columns...)
 	case p.Policy == domain.PolicyAll:
 		// A completion already kept is rare: a re-send the key stage no
 		// longer remembers, or another completion of the task at the same
 		// time. (Under first and latest, a task's next completion meets
 		// the row of its previous one.)
-		_, err = insertExpectingNew(ctx, tx, insert, upsert, args...)
+		_, err = insertExpectingNew(ctx, tx, insert, upsert, columns...)
 	default:
-		_, err = tx.Exec(ctx, insert+upsert, args...)
+		_, err = execColumns(ctx, tx, insert+upsert, columns...)
 	}
 	if err != nil {
 		return fmt.Errorf("write %s completions: %w", p.Policy, err)
@@ -291,30 +296,24 @@ func (p Projection) writeCompletions(ctx context.Context, tx pgx.Tx, schema stri
 
 // upsertStates keeps, per task, the latest completion and the latest
 // reopen, in the timeline stored in schema.
-func upsertStates(ctx context.Context, tx DB, schema string, states []domain.TaskState) error {
+func upsertStates(ctx context.Context, tx pgx.Tx, schema string, states []domain.TaskState) error {
 	if len(states) == 0 {
 		return nil
 	}
 	n := len(states)
-	taskIDs := make([]string, n)
-	completedAt, reopenedAt := make([]pgtype.Timestamptz, n), make([]pgtype.Timestamptz, n)
-	completedSeq, reopenedSeq := make([]pgtype.Int8, n), make([]pgtype.Int8, n)
-	for i, s := range states {
-		taskIDs[i] = s.TaskID
-		if !s.LastCompleted.IsZero() {
-			completedAt[i] = pgtype.Timestamptz{Time: s.LastCompleted.At, Valid: true}
-			completedSeq[i] = pgtype.Int8{Int64: int64(s.LastCompleted.Seq), Valid: true}
-		}
-		if !s.LastReopened.IsZero() {
-			reopenedAt[i] = pgtype.Timestamptz{Time: s.LastReopened.At, Valid: true}
-			reopenedSeq[i] = pgtype.Int8{Int64: int64(s.LastReopened.Seq), Valid: true}
-		}
+	taskIDs := newColumn(textElements, n)
+	completedAt, completedSeq := newColumn(timeElements, n), newColumn(int8Elements, n)
+	reopenedAt, reopenedSeq := newColumn(timeElements, n), newColumn(int8Elements, n)
+	for _, s := range states {
+		taskIDs.text(s.TaskID)
+		appendPosition(s.LastCompleted, completedAt, completedSeq)
+		appendPosition(s.LastReopened, reopenedAt, reopenedSeq)
 	}
 	const newerCompletion = `excluded.last_completed_seq IS NOT NULL AND (s.last_completed_seq IS NULL OR
 		(excluded.last_completed_at, excluded.last_completed_seq) > (s.last_completed_at, s.last_completed_seq))`
 	const newerReopen = `excluded.last_reopened_seq IS NOT NULL AND (s.last_reopened_seq IS NULL OR
 		(excluded.last_reopened_at, excluded.last_reopened_seq) > (s.last_reopened_at, s.last_reopened_seq))`
-	_, err := tx.Exec(ctx, "INSERT INTO "+table(schema, "task_state")+` AS s
+	_, err := execColumns(ctx, tx, "INSERT INTO "+table(schema, "task_state")+` AS s
 		(task_id, last_completed_at, last_completed_seq, last_reopened_at, last_reopened_seq)
 		SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bigint[], $4::timestamptz[], $5::bigint[])
 		ON CONFLICT (task_id) DO UPDATE SET
@@ -327,4 +326,16 @@ func upsertStates(ctx context.Context, tx DB, schema string, states []domain.Tas
 		return fmt.Errorf("upsert task states: %w", err)
 	}
 	return nil
+}
+
+// appendPosition appends p to the columns of its time and sequence, NULL to
+// both when p is zero (no such event yet).
+func appendPosition(p domain.Position, at, seq *column) {
+	if p.IsZero() {
+		at.null()
+		seq.null()
+		return
+	}
+	at.time(p.At)
+	seq.int8(int64(p.Seq))
 }

@@ -165,12 +165,15 @@ func insertOriginals(ctx context.Context, tx pgx.Tx, schema string, originals ma
 	if len(originals) == 0 {
 		return nil
 	}
-	keys, digests := make([]string, 0, len(originals)), make([]string, 0, len(originals))
-	seqs, times := make([]int64, 0, len(originals)), make([]time.Time, 0, len(originals))
+	n := len(originals)
+	keys, seqs, digests, times := newColumn(textElements, n), newColumn(int8Elements, n), newColumn(textElements, n), newColumn(timeElements, n)
 	for _, o := range originals {
-		keys, seqs, digests, times = append(keys, o.Key), append(seqs, int64(o.Seq)), append(digests, o.Digest), append(times, o.StoredAt)
+		keys.text(o.Key)
+		seqs.int8(int64(o.Seq))
+		digests.text(o.Digest)
+		times.time(o.StoredAt)
 	}
-	_, err := tx.Exec(ctx, "INSERT INTO "+table(schema, "keys")+` (dedup_key, stream_seq, body_digest, stored_at)
+	_, err := execColumns(ctx, tx, "INSERT INTO "+table(schema, "keys")+` (dedup_key, stream_seq, body_digest, stored_at)
 		SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::timestamptz[])`+onConflict, keys, seqs, digests, times)
 	if err != nil {
 		return fmt.Errorf("record dedup keys: %w", err)
@@ -178,16 +181,19 @@ func insertOriginals(ctx context.Context, tx pgx.Tx, schema string, originals ma
 	return nil
 }
 
-func insertRepeats(ctx context.Context, tx DB, schema string, repeats []repeat) error {
+func insertRepeats(ctx context.Context, tx pgx.Tx, schema string, repeats []repeat) error {
 	if len(repeats) == 0 {
 		return nil
 	}
 	n := len(repeats)
-	seqs, originals, keys, reused := make([]int64, n), make([]int64, n), make([]string, n), make([]bool, n)
-	for i, r := range repeats {
-		seqs[i], originals[i], keys[i], reused[i] = int64(r.seq), int64(r.originalSeq), r.key, r.reused
+	seqs, originals, keys, reused := newColumn(int8Elements, n), newColumn(int8Elements, n), newColumn(textElements, n), newColumn(boolElements, n)
+	for _, r := range repeats {
+		seqs.int8(int64(r.seq))
+		originals.int8(int64(r.originalSeq))
+		keys.text(r.key)
+		reused.bool(r.reused)
 	}
-	_, err := tx.Exec(ctx, "INSERT INTO "+table(schema, "repeats")+` (stream_seq, original_seq, dedup_key, reused)
+	_, err := execColumns(ctx, tx, "INSERT INTO "+table(schema, "repeats")+` (stream_seq, original_seq, dedup_key, reused)
 		SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::boolean[]) ON CONFLICT DO NOTHING`,
 		seqs, originals, keys, reused)
 	if err != nil {

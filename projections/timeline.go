@@ -2,6 +2,7 @@ package projections
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -40,9 +41,9 @@ type TimelineEvent struct {
 // those already kept, and counts no re-sends.
 func applyTimeline(ctx context.Context, tx pgx.Tx, schema string, entries []Entry, repeats map[uint64]repeat, appending bool) (duplicates int, err error) {
 	n := len(entries)
-	seqs, taskIDs, types, sources := make([]int64, 0, n), make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
-	keys, digests, eventIDs, externalIDs := make([]string, 0, n), make([]string, 0, n), make([]pgtype.Text, 0, n), make([]pgtype.Text, 0, n)
-	receivedAt, headers, bodies := make([]pgtype.Timestamptz, 0, n), make([]map[string][]string, 0, n), make([][]byte, 0, n)
+	seqs, taskIDs, types, sources := newColumn(int8Elements, n), newColumn(textElements, n), newColumn(textElements, n), newColumn(textElements, n)
+	keys, digests, eventIDs, externalIDs := newColumn(textElements, n), newColumn(textElements, n), newColumn(textElements, n), newColumn(textElements, n)
+	receivedAt, headers, bodies := newColumn(timeElements, n), newColumn(jsonElements, n), newColumn(byteaElements, n)
 	folded := make([]domain.Recorded, 0, n)
 	for _, e := range entries {
 		if e.DecodeErr != nil {
@@ -52,37 +53,41 @@ func applyTimeline(ctx context.Context, tx pgx.Tx, schema string, entries []Entr
 			folded = append(folded, e.Record)
 		}
 		ev := e.Record.Event
-		seqs = append(seqs, int64(e.Message.Seq))
-		taskIDs, types, sources = append(taskIDs, ev.TaskID), append(types, ev.Type), append(sources, ev.Source)
-		keys, digests = append(keys, e.Record.DedupKey), append(digests, domain.BodyDigest(e.Message.Body))
-		eventIDs = append(eventIDs, pgtype.Text{String: ev.EventID, Valid: ev.EventID != ""})
-		externalIDs = append(externalIDs, pgtype.Text{String: ev.ExternalID, Valid: ev.ExternalID != ""})
-		receivedAt = append(receivedAt, pgtype.Timestamptz{Time: e.ReceivedAt, Valid: !e.ReceivedAt.IsZero()})
-		header := e.Message.Header
-		if header == nil {
-			header = map[string][]string{}
+		header := []byte("{}")
+		if e.Message.Header != nil {
+			header, _ = json.Marshal(e.Message.Header) // strings always encode
 		}
-		headers, bodies = append(headers, header), append(bodies, e.Message.Body)
+		seqs.int8(int64(e.Message.Seq))
+		taskIDs.text(ev.TaskID)
+		types.text(ev.Type)
+		sources.text(ev.Source)
+		keys.text(e.Record.DedupKey)
+		digests.text(domain.BodyDigest(e.Message.Body))
+		eventIDs.textOrNull(ev.EventID)
+		externalIDs.textOrNull(ev.ExternalID)
+		receivedAt.timeOrNull(e.ReceivedAt)
+		headers.bytes(header)
+		bodies.bytes(e.Message.Body)
 	}
-	if len(seqs) == 0 {
+	if seqs.n == 0 {
 		return 0, nil
 	}
 	insert := "INSERT INTO " + table(schema, "events") + `
 		(stream_seq, task_id, event, source, dedup_key, body_digest, event_id, external_id, received_at, headers, body)
 		SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
 			$7::text[], $8::text[], $9::timestamptz[], $10::json[], $11::bytea[])`
-	args := []any{seqs, taskIDs, types, sources, keys, digests, eventIDs, externalIDs, receivedAt, headers, bodies}
+	columns := []*column{seqs, taskIDs, types, sources, keys, digests, eventIDs, externalIDs, receivedAt, headers, bodies}
 	var tag pgconn.CommandTag
 	if appending {
-		tag, err = tx.Exec(ctx, insert, args...)
+		tag, err = execColumns(ctx, tx, insert, columns...)
 	} else {
 		// A re-send appended again past the duplicate window is rare.
-		tag, err = insertExpectingNew(ctx, tx, insert, " ON CONFLICT DO NOTHING", args...)
+		tag, err = insertExpectingNew(ctx, tx, insert, " ON CONFLICT DO NOTHING", columns...)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("insert timeline events: %w", err)
 	}
-	return len(seqs) - int(tag.RowsAffected()), upsertStates(ctx, tx, schema, domain.FoldStates(folded))
+	return seqs.n - int(tag.RowsAffected()), upsertStates(ctx, tx, schema, domain.FoldStates(folded))
 }
 
 const timelineColumns = `stream_seq, task_id, event, source, dedup_key, event_id, external_id, received_at, headers, body`
