@@ -56,7 +56,7 @@ func (c *column) null() {
 	c.buf = binary.BigEndian.AppendUint32(c.buf, 0xFFFFFFFF) // -1
 }
 
-// text appends s to a text (or json: its binary form is its text) column.
+// text appends s to a text column.
 func (c *column) text(s string) {
 	c.n++
 	c.buf = binary.BigEndian.AppendUint32(c.buf, uint32(len(s)))
@@ -72,6 +72,8 @@ func (c *column) textOrNull(s string) {
 	c.text(s)
 }
 
+// bytes appends b to a bytea or json column (json's binary form is its
+// text): an empty b is an empty value, never NULL.
 func (c *column) bytes(b []byte) {
 	c.n++
 	c.buf = binary.BigEndian.AppendUint32(c.buf, uint32(len(b)))
@@ -125,16 +127,18 @@ func (c *column) encode() []byte {
 	if c.hasNull {
 		hasNull = 1
 	}
-	header := c.buf[:0]
-	header = binary.BigEndian.AppendUint32(header, 1) // dimensions
-	header = binary.BigEndian.AppendUint32(header, hasNull)
-	header = binary.BigEndian.AppendUint32(header, c.elemOID)
-	header = binary.BigEndian.AppendUint32(header, uint32(c.n)) // length of the dimension
-	binary.BigEndian.AppendUint32(header, 1)                    // its lower bound
+	header := c.buf[:arrayHeader]
+	binary.BigEndian.PutUint32(header[0:], 1) // dimensions
+	binary.BigEndian.PutUint32(header[4:], hasNull)
+	binary.BigEndian.PutUint32(header[8:], c.elemOID)
+	binary.BigEndian.PutUint32(header[12:], uint32(c.n)) // length of the dimension
+	binary.BigEndian.PutUint32(header[16:], 1)           // its lower bound
 	return c.buf
 }
 
-// execColumns runs sql, whose parameters $1… are columns, in tx.
+// execColumns runs sql, whose parameters $1… are columns, in tx, as an
+// unnamed statement: Postgres parses and plans it for every batch, which
+// costs little beside the batch's rows.
 func execColumns(ctx context.Context, tx pgx.Tx, sql string, columns ...*column) (pgconn.CommandTag, error) {
 	values, oids, formats := make([][]byte, len(columns)), make([]uint32, len(columns)), make([]int16, len(columns))
 	for i, c := range columns {

@@ -49,8 +49,8 @@ func TestColumnsReachPostgresAsPgxSendsThem(t *testing.T) {
 	for _, b := range bytes {
 		bytea.bytes(b)
 	}
-	json.text(`{"a":["b"]}`)
-	json.text(`{}`)
+	json.bytes([]byte(`{"a":["b"]}`))
+	json.bytes([]byte(`{}`))
 	var wantStampOrNull []pgtype.Timestamptz
 	for _, s := range stamps {
 		stamp.time(s)
